@@ -12,9 +12,27 @@ The tree::
     │   ├── InvalidChunkError (also TypeError)   a producer yielded something that is not a str
     │   ├── SlowConsumerError                    a resumer fell too far behind; resume from
     │   │                                        ``.position`` (UTF-16 units)
-    │   ├── ContextNotRunningError               the context's task group is not open
-    │   └── StreamCancelledError                 the stream was stopped with cancel_stream()
+    │   └── ContextNotRunningError (also RuntimeError)  the context is not running
     └── DurableStreamError                       Durable Streams (server storage and client)
+        └── DurableStreamClientError             the Durable Streams client; carries ``message``,
+            │                                    ``status``, ``code``, ``details`` (the server's
+            │                                    body), ``url`` and ``headers``
+            ├── FetchError                       network failure, or retries exhausted on 5xx/429
+            ├── BadRequestError                  400: the server rejected the request
+            ├── StreamNotFoundError              404
+            ├── RetentionGoneError               410: offset dropped, or stream soft-deleted
+            ├── StreamConflictError              409
+            │   ├── StreamExistsError            create with a different configuration
+            │   ├── StreamClosedError            append to a closed stream (``final_offset``)
+            │   ├── SeqConflictError             ``Stream-Seq`` not above the last one
+            │   ├── ContentTypeMismatchError     body type differs from the stream's
+            │   └── SequenceGapError             producer seq gap (``expected_seq``,
+            │                                    ``received_seq``)
+            ├── StaleEpochError                  403: a newer producer epoch fenced this one
+            │                                    (``current_epoch``)
+            ├── StreamConsumedError              a one-shot response was consumed twice
+            ├── SSEBytesIterationError           raw bytes asked of an SSE session
+            └── ProducerClosedError              append to a closed IdempotentProducer
 
 Third-party exceptions (coredis, redis-py, httpx) are translated at the layer boundary, and
 no one-element ``ExceptionGroup`` escapes a public call.
@@ -26,14 +44,28 @@ __all__ = [
     "AckTimeoutError",
     "BackendError",
     "BackendUnavailableError",
+    "BadRequestError",
     "ConfigurationError",
+    "ContentTypeMismatchError",
     "ContextNotRunningError",
+    "DurableStreamClientError",
     "DurableStreamError",
+    "FetchError",
     "InvalidChunkError",
+    "ProducerClosedError",
     "ResumableStreamError",
     "ResumableStreamsError",
+    "RetentionGoneError",
+    "SSEBytesIterationError",
+    "SeqConflictError",
+    "SequenceGapError",
     "SlowConsumerError",
-    "StreamCancelledError",
+    "StaleEpochError",
+    "StreamClosedError",
+    "StreamConflictError",
+    "StreamConsumedError",
+    "StreamExistsError",
+    "StreamNotFoundError",
 ]
 
 
@@ -98,9 +130,148 @@ class ContextNotRunningError(ResumableStreamError, RuntimeError):
     """The resumable-stream context was used outside its running block."""
 
 
-class StreamCancelledError(ResumableStreamError):
-    """The stream was stopped through ``cancel_stream()`` (from this or another process)."""
-
-
 class DurableStreamError(ResumableStreamsError):
     """Base class for errors of the Durable Streams face (server storage and client)."""
+
+
+# --- Durable Streams client -------------------------------------------------------------------
+
+
+class DurableStreamClientError(DurableStreamError):
+    """An error of the Durable Streams client.
+
+    The attributes match the official Python client's ``DurableStreamError``: ``message``,
+    ``status`` (HTTP status, ``None`` for network errors), ``code`` (a stable string such as
+    ``"NOT_FOUND"``), ``details`` (the server's response body, decoded as text), plus ``url`` and
+    the response ``headers``.
+    """
+
+    default_code: str = "HTTP_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: str | None = None,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code or self.default_code
+        self.details = details
+        self.url = url
+        self.headers = dict(headers or {})
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"(status={self.status})")
+        if self.details and self.details not in self.message:
+            parts.append(f"- server said: {self.details!r}")
+        return " ".join(parts)
+
+
+class FetchError(DurableStreamClientError):
+    """The request failed on the network, or 5xx/429 answers outlasted the retry policy.
+
+    ``__cause__`` is the HTTP client's own exception for network failures.
+    """
+
+    default_code = "FETCH_ERROR"
+
+
+class BadRequestError(DurableStreamClientError):
+    """400: the server rejected the request (bad header, bad offset, invalid JSON, ...)."""
+
+    default_code = "BAD_REQUEST"
+
+
+class StreamNotFoundError(DurableStreamClientError):
+    """404: there is no stream at this URL."""
+
+    default_code = "NOT_FOUND"
+
+
+class RetentionGoneError(DurableStreamClientError):
+    """410: the offset was dropped by retention, or the stream is soft-deleted."""
+
+    default_code = "RETENTION_GONE"
+
+
+class StreamConflictError(DurableStreamClientError):
+    """409: the request conflicts with the stream's state."""
+
+    default_code = "CONFLICT"
+
+
+class StreamExistsError(StreamConflictError):
+    """409 on create: a stream exists at this URL with a different configuration."""
+
+    default_code = "CONFLICT_EXISTS"
+
+
+class StreamClosedError(StreamConflictError):
+    """409 with ``Stream-Closed: true``: the stream is closed; ``final_offset`` is its tail."""
+
+    default_code = "STREAM_CLOSED"
+
+    def __init__(self, message: str, *, final_offset: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.final_offset = final_offset
+
+
+class SeqConflictError(StreamConflictError):
+    """409: the ``Stream-Seq`` sent is not above the last one the stream accepted."""
+
+    default_code = "CONFLICT_SEQ"
+
+
+class ContentTypeMismatchError(StreamConflictError):
+    """409: the append's content type differs from the stream's."""
+
+    default_code = "CONTENT_TYPE_MISMATCH"
+
+
+class SequenceGapError(StreamConflictError):
+    """409: an idempotent producer's ``Producer-Seq`` skipped ahead of ``expected_seq``."""
+
+    default_code = "SEQUENCE_GAP"
+
+    def __init__(
+        self, message: str, *, expected_seq: int, received_seq: int, **kwargs: object
+    ) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.expected_seq = expected_seq
+        self.received_seq = received_seq
+
+
+class StaleEpochError(DurableStreamClientError):
+    """403: a producer with a newer epoch took over; ``current_epoch`` is the server's."""
+
+    default_code = "STALE_EPOCH"
+
+    def __init__(self, message: str, *, current_epoch: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.current_epoch = current_epoch
+
+
+class StreamConsumedError(DurableStreamClientError):
+    """A one-shot stream response was consumed a second time."""
+
+    default_code = "ALREADY_CONSUMED"
+
+
+class SSEBytesIterationError(DurableStreamClientError):
+    """Raw bytes were asked of an SSE session; use ``iter_text()`` or ``iter_json()``."""
+
+    default_code = "SSE_BYTES_NOT_SUPPORTED"
+
+
+class ProducerClosedError(DurableStreamClientError):
+    """``append`` was called on an :class:`IdempotentProducer` after ``close()``."""
+
+    default_code = "ALREADY_CLOSED"

@@ -1,4 +1,4 @@
-"""Server-Sent Events: a sans-IO encoder and an incremental decoder (WHATWG HTML, 9.2).
+r"""Server-Sent Events: a sans-IO encoder and an incremental decoder (WHATWG HTML, 9.2).
 
 The decoder follows the h11 shape: feed bytes with :meth:`SSEDecoder.receive_data`, get whole
 events back. Any re-chunking of the same byte stream yields the same events. Line endings
@@ -38,10 +38,10 @@ def encode_event(
     data: str,
     *,
     event: str | None = None,
-    id: str | None = None,  # noqa: A002 - the SSE field is called id
+    id: str | None = None,
     retry: int | None = None,
 ) -> bytes:
-    """Encode one event. Multi-line ``data`` becomes several ``data:`` lines.
+    r"""Encode one event. Multi-line ``data`` becomes several ``data:`` lines.
 
     ``\\r\\n`` and ``\\r`` in ``data`` are normalised to line breaks (the decoder would split
     on them anyway). ``event`` and ``id`` must not contain line breaks, and ``id`` must not
@@ -62,8 +62,7 @@ def encode_event(
         parts.append(f"retry: {retry}\n")
     if "\r" in data:
         data = data.replace("\r\n", "\n").replace("\r", "\n")
-    for line in data.split("\n"):
-        parts.append(f"data: {line}\n")
+    parts.extend(f"data: {line}\n" for line in data.split("\n"))
     parts.append("\n")
     return "".join(parts).encode()
 
@@ -151,9 +150,8 @@ class SSEDecoder:
             if "\0" not in value:
                 self._id = value
                 self.last_event_id = value
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
-                self._retry = int(value)
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
         return None
 
     def _dispatch(self) -> SSEEvent | None:

@@ -1,0 +1,1 @@
+"""Structured-concurrency building blocks shared by the faces (anyio + ``_protocol`` only)."""

@@ -1,0 +1,97 @@
+"""Fan one backend subscription per channel out to many in-process listeners.
+
+Backends speak the seed's ``subscribe(channel, callback)`` / ``unsubscribe(channel)``, which
+allow one callback per channel. :class:`ChannelMux` keeps any number of listeners per channel
+and subscribes the backend only while a channel has at least one, so two producers or
+resumers in one process never steal each other's subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from ..backends.base import Subscriber
+
+__all__ = ["ChannelMux", "Listener"]
+
+logger = logging.getLogger("resumable_streams")
+
+Listener = Callable[[str], None]
+"""A synchronous, non-blocking message handler."""
+
+
+class _Channel:
+    __slots__ = ("listeners", "lock", "subscribed")
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self.lock = anyio.Lock()
+        self.subscribed = False
+
+
+class ChannelMux:
+    """Many listeners per channel over one :class:`Subscriber`."""
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        self._channels: dict[str, _Channel] = {}
+
+    def listener_count(self, channel: str) -> int:
+        """How many in-process listeners ``channel`` has."""
+        entry = self._channels.get(channel)
+        return len(entry.listeners) if entry else 0
+
+    async def add(self, channel: str, listener: Listener) -> None:
+        """Add ``listener``; returns once the backend subscription is confirmed."""
+        entry = self._channels.get(channel)
+        if entry is None:
+            entry = self._channels[channel] = _Channel()
+        entry.listeners.append(listener)
+        try:
+            async with entry.lock:
+                if not entry.subscribed and listener in entry.listeners:
+                    await self.subscriber.subscribe(channel, self._deliverer(channel))
+                    entry.subscribed = True
+        except BaseException:
+            await self._discard(channel, entry, listener)
+            raise
+
+    async def remove(self, channel: str, listener: Listener) -> None:
+        """Remove ``listener``; the backend unsubscribes when the channel has none left."""
+        entry = self._channels.get(channel)
+        if entry is not None:
+            await self._discard(channel, entry, listener)
+
+    async def _discard(self, channel: str, entry: _Channel, listener: Listener) -> None:
+        if listener in entry.listeners:
+            entry.listeners.remove(listener)
+        if entry.listeners:
+            return
+        async with entry.lock:
+            if entry.listeners:
+                return
+            try:
+                if entry.subscribed:
+                    entry.subscribed = False
+                    await self.subscriber.unsubscribe(channel)
+            finally:
+                if not entry.listeners and self._channels.get(channel) is entry:
+                    del self._channels[channel]
+
+    def _deliverer(self, channel: str) -> Callable[[str], None]:
+        def deliver(message: str) -> None:
+            entry = self._channels.get(channel)
+            if entry is None:
+                return
+            for listener in tuple(entry.listeners):
+                try:
+                    listener(message)
+                except Exception:
+                    logger.exception("listener on channel %r failed", channel)
+
+        return deliver

@@ -1,0 +1,276 @@
+"""The iterators a context hands out, and the resume handshake.
+
+Both iterator kinds are :class:`ResumableStream`: an async iterator of ``str`` that is also
+an async context manager, with :attr:`~ResumableStream.position` - how far into the stream
+(in UTF-16 code units, the unit of ``skip_characters``) the consumer has read. Pass it back as
+``skip_characters`` to continue after a lost connection.
+
+Cancel safety: neither iterator holds a task or a cancel scope across ``__anext__`` calls.
+A consumer that stops early or is cancelled loses nothing - the producer runs on - and a
+resumed iterator whose ``__anext__`` is cancelled frees its subscription at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._protocol.resumable import DONE_MESSAGE, DONE_VALUE, encode_request, utf16_len
+from ..errors import AckTimeoutError, SlowConsumerError
+
+if TYPE_CHECKING:
+    from .context import ResumableStreamContext
+    from .producer import Producer
+
+__all__ = ["ResumableStream", "resume"]
+
+logger = logging.getLogger("resumable_streams")
+
+
+class ResumableStream(AsyncIterator[str]):
+    """An async iterator over a stream's text chunks; also an async context manager.
+
+    ``async with`` (or :meth:`aclose`) releases what the iterator holds as soon as the
+    consumer is done with it.
+    """
+
+    def __init__(self, stream_id: str, position: int) -> None:
+        self.stream_id = stream_id
+        self.position = position
+        """UTF-16 code units of the stream before the next chunk (skip included)."""
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the iterator is finished or was closed."""
+        return self._closed
+
+    def __aiter__(self) -> ResumableStream:
+        return self
+
+    async def __anext__(self) -> str:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop iterating and release resources (idempotent; never cancels the producer)."""
+        self._closed = True
+
+    async def __aenter__(self) -> ResumableStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def read_all(self) -> str:
+        """Read the rest of the stream and return it as one string."""
+        async with self:
+            return "".join([chunk async for chunk in self])
+
+    def _advance(self, chunk: str) -> str:
+        self.position += utf16_len(chunk)
+        return chunk
+
+
+class LocalStream(ResumableStream):
+    """The creator's view of its own producer: reads the replay buffer, holds no queue."""
+
+    def __init__(self, producer: Producer) -> None:
+        super().__init__(producer.stream_id, 0)
+        self._producer = producer
+        self._index = 0
+        self._raise_error = True
+
+    async def __anext__(self) -> str:
+        producer = self._producer
+        while not self._closed:
+            buffer = producer.buffer
+            if self._index < len(buffer):
+                chunk = buffer.chunk(self._index)
+                if chunk is None:
+                    self._closed = True
+                    raise SlowConsumerError(
+                        self.stream_id, self.position, producer.ctx.max_replay_size or 0
+                    )
+                self._index += 1
+                return self._advance(chunk)
+            if producer.done:
+                self._closed = True
+                if producer.error is not None and self._raise_error:
+                    self._raise_error = False
+                    raise producer.error
+                break
+            await producer.wait_progress()
+        raise StopAsyncIteration
+
+
+class _Inbox:
+    """What one resumer's subscription callback fills: bounded, never blocks the reader."""
+
+    __slots__ = ("_event", "chars", "items", "limit", "on_overflow", "overflowed")
+
+    def __init__(self, limit: int) -> None:
+        self.items: deque[str] = deque()
+        self.chars = 0
+        self.limit = limit
+        self.overflowed = False
+        self.on_overflow: Callable[[], None] | None = None
+        self._event = anyio.Event()
+
+    def put(self, message: str) -> None:
+        if self.overflowed:
+            return
+        self.items.append(message)
+        self.chars += len(message)
+        if self.chars > self.limit:
+            self.overflowed = True
+            self.items.clear()
+            if self.on_overflow is not None:
+                self.on_overflow()
+        self._event.set()
+
+    def pop(self) -> str:
+        message = self.items.popleft()
+        self.chars -= len(message)
+        return message
+
+    async def wait(self) -> None:
+        if not self.items and not self.overflowed:
+            self._event = anyio.Event()
+            await self._event.wait()
+
+
+class ResumedStream(ResumableStream):
+    """A resumer's iterator: chunks arrive on its own chunk channel."""
+
+    def __init__(
+        self,
+        ctx: ResumableStreamContext,
+        stream_id: str,
+        channel: str,
+        inbox: _Inbox,
+        position: int,
+    ) -> None:
+        super().__init__(stream_id, position)
+        self._ctx = ctx
+        self._channel = channel
+        self._inbox = inbox
+        self._subscribed = True
+        self._misses = 0
+        inbox.on_overflow = self._release_soon
+
+    def __del__(self) -> None:
+        if self._subscribed:
+            warnings.warn(
+                f"resumed stream {self.stream_id!r} was not closed: use `async with` or aclose()",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def _release_soon(self) -> None:
+        self._ctx.spawn_cleanup(self._release)
+
+    async def _release(self) -> None:
+        if not self._subscribed:
+            return
+        self._subscribed = False
+        with anyio.move_on_after(self._ctx.cleanup_timeout, shield=True):
+            try:
+                await self._ctx.mux.remove(self._channel, self._inbox.put)
+            except Exception as exc:
+                logger.warning("stream %r: unsubscribe failed: %s", self.stream_id, exc)
+
+    async def aclose(self) -> None:
+        """Unsubscribe and stop (the producer keeps running)."""
+        self._closed = True
+        await self._release()
+
+    async def __anext__(self) -> str:
+        inbox = self._inbox
+        while not self._closed:
+            if inbox.items:
+                message = inbox.pop()
+                if message == DONE_MESSAGE:
+                    await self.aclose()
+                    break
+                self._misses = 0
+                if message:
+                    return self._advance(message)
+                continue
+            if inbox.overflowed:
+                await self.aclose()
+                raise SlowConsumerError(self.stream_id, self.position, inbox.limit)
+            try:
+                with anyio.move_on_after(self._ctx.done_watchdog_interval) as scope:
+                    await inbox.wait()
+            except anyio.get_cancelled_exc_class():
+                self._closed = True
+                with anyio.CancelScope(shield=True):
+                    await self._release()
+                raise
+            if scope.cancelled_caught and await self._watchdog_says_done():
+                logger.warning(
+                    "stream %r: sentinel is DONE or gone but no DONE message came; closing",
+                    self.stream_id,
+                )
+                await self.aclose()
+                break
+        raise StopAsyncIteration
+
+    async def _watchdog_says_done(self) -> bool:
+        """Upstream #47: close after two consecutive DONE-or-missing sentinel reads."""
+        try:
+            value = await self._ctx.publisher.get(self._ctx.keys.sentinel(self.stream_id))
+        except Exception as exc:
+            logger.warning("stream %r: watchdog GET failed: %s", self.stream_id, exc)
+            return False
+        self._misses = self._misses + 1 if value in (None, DONE_VALUE) else 0
+        return self._misses >= 2
+
+
+async def resume(
+    ctx: ResumableStreamContext, stream_id: str, skip_characters: int | None
+) -> ResumedStream | None:
+    """Subscribe a fresh listener, ask the producer for a replay, and wait for the ack.
+
+    Returns ``None`` when the stream turned out to be finished; raises
+    :class:`~resumable_streams.errors.AckTimeoutError` when no producer answered within
+    ``ctx.ack_timeout`` although the sentinel says the stream is active.
+    """
+    listener_id = str(uuid.uuid4())
+    channel = ctx.keys.chunk(listener_id)
+    inbox = _Inbox(ctx.consumer_buffer_limit)
+    await ctx.mux.add(channel, inbox.put)
+    acked = False
+    try:
+        await ctx.publisher.publish(
+            ctx.keys.request(stream_id), encode_request(listener_id, skip_characters)
+        )
+        with anyio.move_on_after(ctx.ack_timeout):
+            await inbox.wait()
+        acked = bool(inbox.items) or inbox.overflowed
+    finally:
+        if not acked:
+            with anyio.move_on_after(ctx.cleanup_timeout, shield=True):
+                await ctx.mux.remove(channel, inbox.put)
+    if not acked:
+        value = await ctx.publisher.get(ctx.keys.sentinel(stream_id))
+        if value == DONE_VALUE:
+            return None
+        raise AckTimeoutError(stream_id, ctx.ack_timeout)
+    if inbox.items and inbox.items[0] == DONE_MESSAGE:
+        # Only possible when a producer sends DONE without a replay first; treat as done.
+        await ctx.mux.remove(channel, inbox.put)
+        return None
+    return ResumedStream(ctx, stream_id, channel, inbox, skip_characters or 0)
