@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -51,6 +51,15 @@ __all__ = [
 logger = logging.getLogger("resumable_streams")
 
 MAX_STREAM_ID_LENGTH = 1024
+
+
+class TaskStarter(Protocol):
+    """Anything with ``await start(fn)``: an anyio ``TaskGroup`` or a trio ``Nursery``."""
+
+    async def start(
+        self, func: Callable[..., Awaitable[Any]], *args: object, name: object = None
+    ) -> Any:
+        """Start ``func`` and wait for it to report that it started."""
 
 
 def _configure_debug_logging() -> None:
@@ -199,26 +208,27 @@ class ResumableStreamContext:
     async def _run(self) -> AsyncIterator[ResumableStreamContext]:
         if self._cm is not None and self._tg is not None:
             raise ContextNotRunningError("this context is already running")
-        async with AsyncExitStack() as stack:
-            publisher, subscriber = await stack.enter_async_context(
-                open_backends(self.redis_url, self._given_publisher, self._given_subscriber)
-            )
-            self._publisher = publisher
-            self._mux = ChannelMux(subscriber)
-            try:
-                with unwrap_single():
-                    async with anyio.create_task_group() as tg:
-                        self._tg = tg
-                        try:
-                            yield self
-                        finally:
-                            if self.shutdown_timeout is not None:
-                                tg.start_soon(self._cancel_after, tg, self.shutdown_timeout)
-            finally:
-                self._tg = None
-                self._mux = None
-                self._publisher = None
-                self._producers.clear()
+        with unwrap_single():
+            async with AsyncExitStack() as stack:
+                publisher, subscriber = await stack.enter_async_context(
+                    open_backends(self.redis_url, self._given_publisher, self._given_subscriber)
+                )
+                self._publisher = publisher
+                self._mux = ChannelMux(subscriber)
+                try:
+                    with unwrap_single():
+                        async with anyio.create_task_group() as tg:
+                            self._tg = tg
+                            try:
+                                yield self
+                            finally:
+                                if self.shutdown_timeout is not None:
+                                    tg.start_soon(self._cancel_after, tg, self.shutdown_timeout)
+                finally:
+                    self._tg = None
+                    self._mux = None
+                    self._publisher = None
+                    self._producers.clear()
 
     async def _cancel_after(self, tg: TaskGroup, delay: float) -> None:
         while self._producers:
@@ -279,7 +289,7 @@ class ResumableStreamContext:
         make_stream: MakeStream,
         skip_characters: int | None = None,
         *,
-        task_group: TaskGroup | None = None,
+        task_group: TaskStarter | None = None,
     ) -> ResumableStream | None:
         """Create the stream if it does not exist yet, else resume it (idempotent; INCR).
 
@@ -321,7 +331,7 @@ class ResumableStreamContext:
         make_stream: MakeStream,
         skip_characters: int | None = None,
         *,
-        task_group: TaskGroup | None = None,
+        task_group: TaskStarter | None = None,
     ) -> ResumableStream | None:
         """Start a new stream (explicit API: ``SET sentinel "1" EX ttl``, even over DONE).
 
@@ -392,8 +402,8 @@ class ResumableStreamContext:
         with anyio.CancelScope(shield=True):
             await producer.unsubscribe()
 
-    async def _start(self, producer: Producer, task_group: TaskGroup | None) -> ResumableStream:
-        tg = task_group or self._tg
+    async def _start(self, producer: Producer, task_group: TaskStarter | None) -> ResumableStream:
+        tg = task_group or cast("TaskStarter | None", self._tg)
         if tg is None:
             await self._discard(producer)
             raise self._not_running()

@@ -1,0 +1,128 @@
+"""Ownership of background work: nursery-scoped producers, lifespan, custom/redis-py clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis.asyncio
+import trio
+
+from resumable_streams import (
+    ResumableStream,
+    create_resumable_stream_context,
+    open_resumable_stream_context,
+)
+from resumable_streams.backends.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
+
+
+async def numbers(n: int, delay: float = 0.0) -> AsyncIterator[str]:
+    for i in range(n):
+        if delay:
+            await anyio.sleep(delay)
+        yield f"{i},"
+
+
+@pytest.mark.trio
+async def test_nursery_scoped_producer_trio(autojump_clock: trio.abc.Clock) -> None:
+    """A producer started into the caller's nursery lives exactly as long as that nursery."""
+    async with open_resumable_stream_context(redis_url=f"memory://{uuid.uuid4()}") as ctx:
+        async with trio.open_nursery() as nursery:
+            stream = await ctx.resumable_stream(
+                "s", lambda: numbers(5, delay=1.0), task_group=nursery
+            )
+            assert isinstance(stream, ResumableStream)
+            assert await stream.__anext__() == "0,"
+            await stream.aclose()
+            assert await ctx.has_existing_stream("s") is True
+        # the nursery waited for its producer, which finished the stream (fake clock: 5 s)
+        assert await ctx.has_existing_stream("s") == "DONE"
+
+
+@pytest.mark.trio
+async def test_nursery_cancel_still_finishes_stream_trio(autojump_clock: trio.abc.Clock) -> None:
+    async with open_resumable_stream_context(redis_url=f"memory://{uuid.uuid4()}") as ctx:
+        async with trio.open_nursery() as nursery:
+            await ctx.resumable_stream("s", lambda: numbers(10**6, delay=1.0), task_group=nursery)
+            await trio.sleep(3)
+            nursery.cancel_scope.cancel()
+        assert await ctx.has_existing_stream("s") == "DONE"
+
+
+@pytest.mark.anyio
+async def test_lifespan_runs_the_context() -> None:
+    ctx = create_resumable_stream_context(redis_url=f"memory://{uuid.uuid4()}")
+    states = [ctx.running]
+    async with ctx.lifespan(object()):
+        states.append(ctx.running)
+        stream = await ctx.resumable_stream("s", lambda: numbers(3))
+        assert isinstance(stream, ResumableStream)
+        with anyio.fail_after(5):
+            assert await stream.read_all() == "0,1,2,"
+    states.append(ctx.running)
+    assert states == [False, True, False]
+
+
+@pytest.mark.anyio
+async def test_aclose_cancels_producers_which_finish_their_streams() -> None:
+    async with open_resumable_stream_context(redis_url=f"memory://{uuid.uuid4()}") as ctx:
+        stream = await ctx.resumable_stream("s", lambda: numbers(10**9, delay=0.01))
+        assert isinstance(stream, ResumableStream)
+        await stream.__anext__()
+        with anyio.fail_after(5):
+            await ctx.aclose()
+        assert await ctx.has_existing_stream("s") == "DONE"
+
+
+@pytest.mark.anyio
+async def test_custom_publisher_and_subscriber_plug_in() -> None:
+    """Anything that implements the seed's Publisher/Subscriber protocols works."""
+    broker = MemoryBroker()
+    async with (
+        open_resumable_stream_context(
+            publisher=MemoryPublisher(broker), subscriber=MemorySubscriber(broker)
+        ) as a,
+        open_resumable_stream_context(
+            publisher=MemoryPublisher(broker), subscriber=MemorySubscriber(broker)
+        ) as b,
+    ):
+        stream = await a.resumable_stream("s", lambda: numbers(50, delay=0.001))
+        resumed = await b.resume_existing_stream("s")
+        assert isinstance(stream, ResumableStream)
+        assert isinstance(resumed, ResumableStream)
+        with anyio.fail_after(5):
+            expected = "".join(f"{i}," for i in range(50))
+            assert await stream.read_all() == expected
+            assert await resumed.read_all() == expected
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_redis_py_clients_asyncio(redis_url: str, key_prefix: str) -> None:
+    """An asyncio app can hand over its existing redis-py clients (wrapped automatically)."""
+    pub = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    sub = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        async with (
+            open_resumable_stream_context(
+                publisher=pub, subscriber=sub, key_prefix=key_prefix
+            ) as ctx,
+            open_resumable_stream_context(redis_url=redis_url, key_prefix=key_prefix) as co,
+        ):
+            stream = await ctx.resumable_stream("s", lambda: numbers(100, delay=0.001))
+            resumed = await co.resume_existing_stream("s")
+            resumed2 = await ctx.resume_existing_stream("s", skip_characters=2)
+            expected = "".join(f"{i}," for i in range(100))
+            with anyio.fail_after(10):
+                assert isinstance(stream, ResumableStream)
+                assert await stream.read_all() == expected
+                assert isinstance(resumed, ResumableStream)
+                assert await resumed.read_all() == expected
+                assert isinstance(resumed2, ResumableStream)
+                assert await resumed2.read_all() == expected[2:]
+            assert await ctx.resumable_stream("s", lambda: numbers(1)) is None
+    finally:
+        await pub.aclose()
+        await sub.aclose()
