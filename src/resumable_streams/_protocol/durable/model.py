@@ -1,0 +1,72 @@
+"""Plain data records shared by the planner and every storage engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .offsets import Offset
+
+__all__ = ["ProducerState", "Record", "StreamMeta", "expiry_deadline", "is_expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored append: its bytes occupy ``[start, end)`` of the stream.
+
+    For JSON streams ``data`` is the framed form (each message followed by a comma).
+    """
+
+    start: Offset
+    end: Offset
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerState:
+    """The newest accepted ``(epoch, seq)`` of one producer on one stream."""
+
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMeta:
+    """Everything about a stream except its data and producer states."""
+
+    name: str
+    stream_id: str
+    """Unique per creation, so a recreated stream never reuses an ETag."""
+    content_type: str
+    """The Content-Type exactly as given at creation (or inherited by a fork)."""
+    created_at: float
+    last_access: float
+    tail: Offset
+    ttl: int | None = None
+    expires_at: str | None = None
+    expires_at_ts: float | None = None
+    closed: bool = False
+    closed_by: tuple[str, int, int] | None = None
+    """The producer ``(id, epoch, seq)`` whose append closed the stream, if any."""
+    last_seq: str | None = None
+    forked_from: str | None = None
+    fork_offset: str | None = None
+    """The ``Stream-Fork-Offset`` as requested (``None`` = source tail at fork time)."""
+    fork_sub_offset: int = 0
+    fork_count: int = 0
+    """How many live forks name this stream as their source."""
+    soft_deleted: bool = False
+
+
+def expiry_deadline(meta: StreamMeta) -> float | None:
+    """The Unix time at which the stream expires, or ``None`` if it never does."""
+    if meta.expires_at_ts is not None:
+        return meta.expires_at_ts
+    if meta.ttl is not None:
+        return meta.last_access + meta.ttl
+    return None
+
+
+def is_expired(meta: StreamMeta, now: float) -> bool:
+    """Whether the stream's TTL or absolute expiry has passed at ``now``."""
+    deadline = expiry_deadline(meta)
+    return deadline is not None and now >= deadline

@@ -1,0 +1,86 @@
+"""Stream offsets: ``%016d_%016d`` tokens, strictly validated.
+
+An offset names a position between two appends. Its text form is two zero-padded decimal
+fields joined by ``_``: a reserved *segment* number (always ``0`` today; kept so a future
+retention scheme can advance it without breaking lexicographic order) and the byte position
+in the stream's stored data. Equal-width fields make the text sort exactly like the tuple, so
+clients may compare offsets as strings (PROTOCOL.md §6).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .headers import OFFSET_BEGINNING, OFFSET_NOW
+
+__all__ = [
+    "MAX_POSITION",
+    "ZERO",
+    "InvalidOffsetError",
+    "Offset",
+    "ReadFrom",
+    "parse_offset",
+    "parse_read_offset",
+]
+
+MAX_POSITION: Final = 10**16 - 1
+_OFFSET_RE: Final = re.compile(r"\A([0-9]{16})_([0-9]{16})\Z")
+
+
+class InvalidOffsetError(ValueError):
+    """A client-supplied offset is not one this server could have minted."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Offset:
+    """A position in a stream: ``segment`` (reserved, 0) and byte ``position``."""
+
+    segment: int
+    position: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.segment <= MAX_POSITION and 0 <= self.position <= MAX_POSITION):
+            raise InvalidOffsetError(f"offset fields out of range: {self.segment}, {self.position}")
+
+    def __str__(self) -> str:
+        return f"{self.segment:016d}_{self.position:016d}"
+
+    def advance(self, nbytes: int) -> Offset:
+        """The offset ``nbytes`` further on in the same segment."""
+        return Offset(self.segment, self.position + nbytes)
+
+
+ZERO: Final = Offset(0, 0)
+
+#: What a read asks for: a concrete offset, or the ``now`` sentinel (the tail).
+ReadFrom = Offset | Literal["now"]
+
+
+def parse_offset(text: str) -> Offset:
+    """Parse a concrete offset token (no sentinels); raise :class:`InvalidOffsetError`."""
+    match = _OFFSET_RE.match(text)
+    if match is None:
+        raise InvalidOffsetError(f"malformed offset {text!r}")
+    return Offset(int(match.group(1)), int(match.group(2)))
+
+
+def parse_read_offset(values: list[str]) -> ReadFrom | None:
+    """Interpret the ``offset`` query parameter values of a GET.
+
+    ``[]`` (absent) gives ``None``; ``-1`` gives :data:`ZERO`; ``now`` gives ``"now"``.
+    Empty, repeated or malformed values raise :class:`InvalidOffsetError`.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidOffsetError("the offset parameter must be given at most once")
+    (value,) = values
+    if value == OFFSET_BEGINNING:
+        return ZERO
+    if value == OFFSET_NOW:
+        return "now"
+    if not value:
+        raise InvalidOffsetError("the offset parameter must not be empty")
+    return parse_offset(value)

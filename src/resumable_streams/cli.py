@@ -1,0 +1,130 @@
+"""The ``resumable-streams`` command line: a small subcommand dispatcher.
+
+Each subcommand registers itself with :func:`_add_serve`-style helpers that add a parser and
+set ``handler``; :func:`main` parses and calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "resumable-streams")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .durable.server.serve import serve
+
+    if args.storage == "redis" and not args.redis_url:
+        print("error: --storage redis needs --redis-url", file=sys.stderr)
+        return 2
+    serve(
+        host=args.host,
+        port=args.port,
+        storage=args.storage,
+        data_dir=args.data_dir,
+        redis_url=args.redis_url,
+        long_poll_timeout=args.long_poll_timeout,
+        sse_reconnect_interval=args.sse_reconnect_interval,
+        max_body_size=args.max_body_size,
+        backend=args.backend,
+    )
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the Durable Streams server",
+        description="Serve Durable Streams at http://HOST:PORT/v1/stream/<path>.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=4437, help="TCP port (default 4437)")
+    parser.add_argument(
+        "--storage",
+        choices=["memory", "sqlite", "redis"],
+        default="sqlite",
+        help="storage engine (default sqlite: durable, in --data-dir)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=_default_data_dir(),
+        help="directory for sqlite storage (default $XDG_DATA_HOME/resumable-streams)",
+    )
+    parser.add_argument("--redis-url", default=None, help="redis:// URL for --storage redis")
+    parser.add_argument(
+        "--long-poll-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds a long-poll waits before 204 (default 30)",
+    )
+    parser.add_argument(
+        "--sse-reconnect-interval",
+        type=_positive_float,
+        default=60.0,
+        help="seconds after which an SSE response is closed for the client to reconnect",
+    )
+    parser.add_argument(
+        "--max-body-size",
+        type=_positive_int,
+        default=64 * 1024 * 1024,
+        help="largest PUT/POST body in bytes (default 64 MiB; larger gets 413)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["trio", "asyncio"],
+        default="trio",
+        help="event loop for hypercorn (default trio)",
+    )
+    parser.set_defaults(handler=_run_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="resumable-streams")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``resumable-streams``; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.verbose or bool(os.environ.get("DEBUG"))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

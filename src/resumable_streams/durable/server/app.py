@@ -1,0 +1,609 @@
+"""The Durable Streams ASGI application.
+
+:class:`DurableStreamsApp` is a plain ASGI app over a :class:`StreamStorage` the caller opened
+(mount it anywhere: Starlette ``Mount``, FastAPI ``app.mount``). :func:`create_app` wraps it in
+a Starlette app whose lifespan opens the storage and owns its background tasks - what
+``resumable-streams serve`` runs.
+
+Every response, errors included, carries ``X-Content-Type-Options: nosniff``,
+``Cross-Origin-Resource-Policy: cross-origin`` and the CORS headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import anyio
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from ..._protocol.durable import headers as h
+from ..._protocol.durable.cursor import next_cursor
+from ..._protocol.durable.jsonmode import records_to_array
+from ..._protocol.durable.model import StreamMeta
+from ..._protocol.durable.offsets import ZERO, InvalidOffsetError, Offset, parse_read_offset
+from ..._protocol.durable.parsing import (
+    BadRequest,
+    is_json,
+    is_sse_text,
+    media_type,
+    parse_stream_path,
+)
+from ..._protocol.durable.planning import (
+    Rejected,
+    default_resolve_stream,
+    make_etag,
+    parse_append_request,
+    parse_create_request,
+)
+from ..._protocol.sse import encode_comment, encode_event
+from ...storage.base import ReadResult, StreamStorage
+from ...storage.open import StorageKind, open_storage
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "DurableStreamsApp", "create_app"]
+
+logger = logging.getLogger("resumable_streams.durable.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024 * 1024
+_PREFIX: Final = "/v1/stream/"
+_CACHEABLE: Final = "public, max-age=60, stale-while-revalidate=300"
+_EXPOSE: Final = ", ".join(
+    [
+        h.STREAM_NEXT_OFFSET,
+        h.STREAM_CURSOR,
+        h.STREAM_UP_TO_DATE,
+        h.STREAM_CLOSED,
+        h.STREAM_TTL,
+        h.STREAM_EXPIRES_AT,
+        h.PRODUCER_EPOCH,
+        h.PRODUCER_SEQ,
+        h.PRODUCER_EXPECTED_SEQ,
+        h.PRODUCER_RECEIVED_SEQ,
+        h.SSE_DATA_ENCODING,
+        "ETag",
+        "Location",
+        "Content-Type",
+    ]
+)
+_ALLOW_HEADERS: Final = ", ".join(
+    [
+        "Content-Type",
+        "Authorization",
+        "If-None-Match",
+        h.STREAM_TTL,
+        h.STREAM_EXPIRES_AT,
+        h.STREAM_CLOSED,
+        h.STREAM_SEQ,
+        h.STREAM_FORKED_FROM,
+        h.STREAM_FORK_OFFSET,
+        h.STREAM_FORK_SUB_OFFSET,
+        h.PRODUCER_ID,
+        h.PRODUCER_EPOCH,
+        h.PRODUCER_SEQ,
+    ]
+)
+_METHODS: Final = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+_SSE_KEEPALIVE: Final = 15.0
+
+
+def _sse_event(data: str, event: str) -> bytes:
+    """:func:`encode_event`, with ``data:`` lines in the compact form ``data:<line>``.
+
+    The conformance suite (0.3.6) matches ``data:line`` literally. Dropping the optional
+    space is lossless only when the line does not itself start with a space, so such lines
+    keep it.
+    """
+    lines = encode_event(data, event=event).split(b"\n")
+    return b"\n".join(
+        b"data:" + line[6:] if line.startswith(b"data: ") and line[6:7] != b" " else line
+        for line in lines
+    )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class _Request:
+    """The parts of an ASGI HTTP scope the handlers need."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self._send = send
+        self.started = False
+        self.method: str = scope["method"].upper()
+        merged: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            merged[name] = f"{merged[name]}, {value}" if name in merged else value
+        self.headers = merged
+        try:
+            self.query = parse_qs(
+                scope.get("query_string", b"").decode("latin-1"),
+                keep_blank_values=True,
+                strict_parsing=False,
+            )
+        except ValueError:
+            self.query = {}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if self.started:
+                raise RuntimeError("response already started")
+            self.started = True
+        await self._send(message)
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+
+class DurableStreamsApp:
+    """ASGI app serving Durable Streams under ``/v1/stream/<path>`` from ``storage``.
+
+    The caller owns ``storage`` (open it with :func:`open_storage`). ``long_poll_timeout``
+    and ``sse_reconnect_interval`` are seconds; ``max_body_size`` bounds PUT/POST bodies
+    (413 beyond it, detected without buffering the excess); ``max_read_bytes`` bounds one
+    catch-up response (a read returns at least one whole append).
+    """
+
+    def __init__(
+        self,
+        storage: StreamStorage,
+        *,
+        long_poll_timeout: float = 30.0,
+        sse_reconnect_interval: float = 60.0,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_read_bytes: int = 1024 * 1024,
+        cache_control: str = _CACHEABLE,
+    ) -> None:
+        self.storage = storage
+        self.long_poll_timeout = long_poll_timeout
+        self.sse_reconnect_interval = sse_reconnect_interval
+        self.max_body_size = max_body_size
+        self.max_read_bytes = max_read_bytes
+        self.cache_control = cache_control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope (``http`` only)."""
+        if scope["type"] != "http":
+            return
+        req = _Request(scope, receive, send)
+        try:
+            try:
+                await self._dispatch(req)
+            except _BodyTooLarge:
+                await self._error(req, 413, "request body too large")
+            except BadRequest as exc:
+                await self._error(req, 400, str(exc))
+            except Rejected as exc:
+                await self._error(req, exc.status, exc.reason, exc.headers)
+        except _ClientGone:
+            return
+        except Exception:
+            logger.exception("internal error on %s %s", req.method, scope.get("path"))
+            if not req.started:
+                await self._error(req, 500, "internal server error")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _base_headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-content-type-options", b"nosniff"),
+            (b"cross-origin-resource-policy", b"cross-origin"),
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-expose-headers", _EXPOSE.encode()),
+        ]
+
+    async def _respond(
+        self,
+        req: _Request,
+        status: int,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        raw = self._base_headers()
+        raw.extend((k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items())
+        if status not in (204, 304):
+            raw.append((b"content-length", str(len(body)).encode()))
+        await req.send({"type": "http.response.start", "status": status, "headers": raw})
+        send_body = body if req.method != "HEAD" and status not in (204, 304) else b""
+        await req.send({"type": "http.response.body", "body": send_body})
+
+    async def _error(
+        self, req: _Request, status: int, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
+        out = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+        out.update(headers or {})
+        await self._respond(req, status, out, reason.encode())
+
+    async def _read_body(self, req: _Request) -> bytes:
+        declared = req.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > self.max_body_size:
+                    raise _BodyTooLarge
+            except ValueError:
+                raise BadRequest("malformed Content-Length") from None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await req.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_size:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _stream_name(self, req: _Request) -> str | None:
+        raw: bytes = req.scope.get("raw_path") or req.scope["path"].encode()
+        raw = raw.split(b"?", 1)[0]
+        root = req.scope.get("root_path", "").encode()
+        if root and raw.startswith(root):
+            raw = raw[len(root) :]
+        if not raw.startswith(_PREFIX.encode()):
+            return None
+        return parse_stream_path(raw[len(_PREFIX) :])
+
+    def _resolve_source(self, req: _Request) -> Callable[[str], str]:
+        root = req.scope.get("root_path", "")
+
+        def resolve(value: str) -> str:
+            if root and value.startswith(root + _PREFIX):
+                value = value[len(root) :]
+            return default_resolve_stream(value)
+
+        return resolve
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _dispatch(self, req: _Request) -> None:
+        name = self._stream_name(req)
+        if name is None:
+            await self._error(req, 404, "not found")
+            return
+        if req.method == "OPTIONS":
+            await self._respond(
+                req,
+                204,
+                {
+                    "Access-Control-Allow-Methods": _METHODS,
+                    "Access-Control-Allow-Headers": _ALLOW_HEADERS,
+                    "Access-Control-Max-Age": "86400",
+                },
+            )
+        elif req.method == "PUT":
+            await self._put(req, name)
+        elif req.method == "POST":
+            await self._post(req, name)
+        elif req.method in ("GET", "HEAD"):
+            if req.method == "HEAD":
+                await self._head(req, name)
+            else:
+                await self._get(req, name)
+        elif req.method == "DELETE":
+            await self.storage.delete(name, now=time.time())
+            await self._respond(req, 204)
+        else:
+            await self._error(req, 405, "method not allowed", {"Allow": _METHODS})
+
+    def _location(self, req: _Request) -> str:
+        scheme = req.scope.get("scheme", "http")
+        host = req.headers.get("host")
+        if host is None:
+            server = req.scope.get("server") or ("localhost", None)
+            host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
+        raw: bytes = req.scope.get("raw_path") or req.scope["path"].encode()
+        return f"{scheme}://{host}{raw.split(b'?', 1)[0].decode('latin-1')}"
+
+    async def _put(self, req: _Request, name: str) -> None:
+        body = await self._read_body(req)
+        create = parse_create_request(req.headers, body, self._resolve_source(req))
+        plan = await self.storage.create(name, create, now=time.time())
+        meta = plan.meta
+        out = {"Content-Type": meta.content_type, h.STREAM_NEXT_OFFSET: str(meta.tail)}
+        if meta.closed:
+            out[h.STREAM_CLOSED] = "true"
+        if plan.created:
+            out["Location"] = self._location(req)
+        await self._respond(req, 201 if plan.created else 200, out)
+
+    async def _post(self, req: _Request, name: str) -> None:
+        body = await self._read_body(req)
+        append = parse_append_request(req.headers, body)
+        plan = await self.storage.append(name, append, now=time.time())
+        await self._respond(req, plan.status, plan.headers)
+
+    async def _head(self, req: _Request, name: str) -> None:
+        meta = await self.storage.head(name, now=time.time())
+        out = {
+            "Content-Type": meta.content_type,
+            h.STREAM_NEXT_OFFSET: str(meta.tail),
+            "Cache-Control": "no-store",
+        }
+        if meta.closed:
+            out[h.STREAM_CLOSED] = "true"
+        if meta.ttl is not None:
+            out[h.STREAM_TTL] = str(meta.ttl)
+        if meta.expires_at is not None:
+            out[h.STREAM_EXPIRES_AT] = meta.expires_at
+        await self._respond(req, 200, out)
+
+    # ------------------------------------------------------------------ reads
+
+    async def _get(self, req: _Request, name: str) -> None:
+        live = req.query.get(h.LIVE_PARAM)
+        mode = live[-1] if live else None
+        if mode not in (None, h.LIVE_LONG_POLL, h.LIVE_SSE):
+            raise BadRequest(f"unknown live mode {mode!r}")
+        try:
+            start = parse_read_offset(req.query.get(h.OFFSET_PARAM, []))
+        except InvalidOffsetError as exc:
+            raise BadRequest(str(exc)) from None
+        if mode is not None and start is None:
+            raise BadRequest(f"live={mode} needs an offset parameter")
+        if mode == h.LIVE_SSE:
+            await self._sse(req, name, start or ZERO)
+            return
+        result = await self._read(name, start or ZERO)
+        if start == "now" and mode is None:
+            await self._respond_now(req, result.meta)
+            return
+        if mode is None:
+            assert start != "now"
+            await self._respond_data(req, result, start or ZERO, live=False)
+            return
+        await self._long_poll(req, name, result, start or ZERO)
+
+    async def _read(self, name: str, start: Offset | str) -> ReadResult:
+        result = await self.storage.read(
+            name,
+            "now" if start == "now" else start,  # type: ignore[arg-type]
+            now=time.time(),
+            max_bytes=self.max_read_bytes,
+        )
+        if isinstance(start, Offset) and start > result.meta.tail:
+            raise BadRequest("offset is beyond the stream's tail")
+        return result
+
+    async def _respond_now(self, req: _Request, meta: StreamMeta) -> None:
+        out = {
+            "Content-Type": meta.content_type,
+            h.STREAM_NEXT_OFFSET: str(meta.tail),
+            h.STREAM_UP_TO_DATE: "true",
+            "Cache-Control": "no-store",
+        }
+        if meta.closed:
+            out[h.STREAM_CLOSED] = "true"
+        body = b"[]" if is_json(media_type(meta.content_type)) else b""
+        await self._respond(req, 200, out, body)
+
+    def _cursor(self, req: _Request) -> str:
+        return next_cursor(time.time(), req.param(h.CURSOR_PARAM))
+
+    async def _respond_data(
+        self, req: _Request, result: ReadResult, start: Offset, *, live: bool
+    ) -> None:
+        meta = result.meta
+        data = b"".join(record.data for record in result.records)
+        if is_json(media_type(meta.content_type)):
+            data = records_to_array(data)
+        end = result.next_offset
+        at_eof = meta.closed and result.up_to_date
+        etag = make_etag(meta, start, end, closed=at_eof)
+        out = {
+            "Content-Type": meta.content_type,
+            h.STREAM_NEXT_OFFSET: str(end),
+            "ETag": etag,
+            "Cache-Control": self.cache_control,
+        }
+        if result.up_to_date:
+            out[h.STREAM_UP_TO_DATE] = "true"
+        if at_eof:
+            out[h.STREAM_CLOSED] = "true"
+        if live and not at_eof:
+            out[h.STREAM_CURSOR] = self._cursor(req)
+        inm = req.headers.get("if-none-match")
+        if inm is not None and etag in [tag.strip() for tag in inm.split(",")]:
+            await self._respond(req, 304, out)
+            return
+        await self._respond(req, 200, out, data)
+
+    async def _long_poll(
+        self, req: _Request, name: str, result: ReadResult, start: Offset | str
+    ) -> None:
+        position = result.meta.tail if start == "now" else start
+        assert isinstance(position, Offset)
+        if start != "now" and result.records:
+            await self._respond_data(req, result, position, live=True)
+            return
+        meta = result.meta
+        deadline = anyio.current_time() + self.long_poll_timeout
+        while not meta.closed:
+            event = self.storage.notifier.event(name)
+            result = await self._read(name, position)
+            meta = result.meta
+            if result.records:
+                await self._respond_data(req, result, position, live=True)
+                return
+            remaining = deadline - anyio.current_time()
+            if meta.closed or remaining <= 0:
+                break
+            with anyio.move_on_after(remaining):
+                await event.wait()
+        out = {
+            h.STREAM_NEXT_OFFSET: str(meta.tail),
+            h.STREAM_UP_TO_DATE: "true",
+            "Cache-Control": "no-store",
+        }
+        if meta.closed:
+            out[h.STREAM_CLOSED] = "true"
+        else:
+            out[h.STREAM_CURSOR] = self._cursor(req)
+        await self._respond(req, 204, out)
+
+    async def _sse(self, req: _Request, name: str, start: Offset | str) -> None:
+        first = await self._read(name, start)
+        meta = first.meta
+        binary = not is_sse_text(media_type(meta.content_type))
+        raw = self._base_headers()
+        raw += [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+        ]
+        if binary:
+            raw.append((h.SSE_DATA_ENCODING.lower().encode(), b"base64"))
+        await req.send({"type": "http.response.start", "status": 200, "headers": raw})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_disconnect, req, tg.cancel_scope)
+            try:
+                await self._sse_body(req, name, start, first, binary)
+            finally:
+                tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(1), suppress(Exception):
+            await req.send({"type": "http.response.body", "body": b""})
+
+    async def _watch_disconnect(self, req: _Request, scope: anyio.CancelScope) -> None:
+        while True:
+            message = await req.receive()
+            if message["type"] == "http.disconnect":
+                scope.cancel()
+                return
+
+    async def _sse_send(self, req: _Request, chunk: bytes) -> None:
+        await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    def _control(self, req: _Request, offset: Offset, *, up_to_date: bool, closed: bool) -> bytes:
+        control: dict[str, Any] = {"streamNextOffset": str(offset)}
+        if closed:
+            control["streamClosed"] = True
+            control["upToDate"] = True
+        else:
+            control["streamCursor"] = self._cursor(req)
+            if up_to_date:
+                control["upToDate"] = True
+        return _sse_event(json.dumps(control, separators=(",", ":")), h.SSE_EVENT_CONTROL)
+
+    async def _sse_body(
+        self, req: _Request, name: str, start: Offset | str, first: ReadResult, binary: bool
+    ) -> None:
+        json_mode = is_json(media_type(first.meta.content_type))
+        position = first.meta.tail if start == "now" else start
+        assert isinstance(position, Offset)
+        result: ReadResult | None = None if start == "now" else first
+        deadline = anyio.current_time() + self.sse_reconnect_interval
+        idle_control_sent = False
+        while True:
+            event = self.storage.notifier.event(name)
+            if result is None:
+                try:
+                    result = await self._read(name, position)
+                except Rejected:
+                    return  # deleted or expired while streaming
+            meta = result.meta
+            if result.records:
+                data = b"".join(record.data for record in result.records)
+                if json_mode:
+                    text = records_to_array(data).decode("utf-8", "replace")
+                elif binary:
+                    text = base64.b64encode(data).decode("ascii")
+                else:
+                    text = data.decode("utf-8", "replace")
+                position = result.next_offset
+                closed = meta.closed and result.up_to_date
+                chunk = _sse_event(text, h.SSE_EVENT_DATA) + self._control(
+                    req, position, up_to_date=result.up_to_date, closed=closed
+                )
+                await self._sse_send(req, chunk)
+                idle_control_sent = result.up_to_date
+                if closed:
+                    return
+                result = None
+                continue
+            if meta.closed:
+                await self._sse_send(
+                    req, self._control(req, position, up_to_date=True, closed=True)
+                )
+                return
+            if not idle_control_sent:
+                await self._sse_send(
+                    req, self._control(req, position, up_to_date=True, closed=False)
+                )
+                idle_control_sent = True
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return
+            with anyio.move_on_after(min(remaining, _SSE_KEEPALIVE)) as waited:
+                await event.wait()
+            if waited.cancelled_caught and anyio.current_time() < deadline:
+                await self._sse_send(req, encode_comment())
+            result = None
+
+
+def create_app(
+    storage: StreamStorage | StorageKind = "memory",
+    *,
+    data_dir: str | Path | None = None,
+    redis_url: str | None = None,
+    long_poll_timeout: float = 30.0,
+    sse_reconnect_interval: float = 60.0,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    max_read_bytes: int = 1024 * 1024,
+    sweep_interval: float = 1.0,
+) -> Starlette:
+    """A Starlette app serving Durable Streams at ``/v1/stream/<path>``.
+
+    ``storage`` is an engine name (opened in the app's lifespan, which also runs the TTL
+    sweeper) or an engine you opened yourself (its lifetime stays yours). Mounting this app
+    inside another Starlette/FastAPI app skips its lifespan; there, open the storage in your
+    own lifespan and mount :class:`DurableStreamsApp` instead.
+    """
+    options: dict[str, Any] = {
+        "long_poll_timeout": long_poll_timeout,
+        "sse_reconnect_interval": sse_reconnect_interval,
+        "max_body_size": max_body_size,
+        "max_read_bytes": max_read_bytes,
+    }
+    if isinstance(storage, StreamStorage):
+        handler = DurableStreamsApp(storage, **options)
+        return Starlette(routes=[Mount("/", app=handler)])
+
+    kind = storage
+    holder: dict[str, DurableStreamsApp] = {}
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        await holder["app"](scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with open_storage(
+            kind, data_dir=data_dir, redis_url=redis_url, sweep_interval=sweep_interval
+        ) as opened:
+            holder["app"] = DurableStreamsApp(opened, **options)
+            yield
+            holder.pop("app", None)
+
+    return Starlette(routes=[Mount("/", app=dispatch)], lifespan=lifespan)

@@ -1,0 +1,74 @@
+"""Run the Durable Streams server standalone with hypercorn (trio worker by default)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from ...storage.open import StorageKind
+from .app import DEFAULT_MAX_BODY_SIZE, create_app
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("resumable_streams.durable.server")
+
+
+async def _serve_async(app: Any, config: Any, backend: str) -> None:
+    if backend == "trio":
+        from hypercorn.trio import serve as trio_serve
+
+        hypercorn_serve: Any = trio_serve
+    else:
+        from hypercorn.asyncio import serve as asyncio_serve
+
+        hypercorn_serve = asyncio_serve
+
+    stop = anyio.Event()
+
+    async def watch_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stop.set()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_signals)
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+        tg.cancel_scope.cancel()
+
+
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4437,
+    storage: StorageKind = "sqlite",
+    data_dir: str | Path | None = None,
+    redis_url: str | None = None,
+    long_poll_timeout: float = 30.0,
+    sse_reconnect_interval: float = 60.0,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    backend: Literal["trio", "asyncio"] = "trio",
+) -> None:
+    """Serve Durable Streams on ``host:port`` until SIGINT/SIGTERM (blocks)."""
+    from hypercorn.config import Config
+
+    app = create_app(
+        storage,
+        data_dir=data_dir,
+        redis_url=redis_url,
+        long_poll_timeout=long_poll_timeout,
+        sse_reconnect_interval=sse_reconnect_interval,
+        max_body_size=max_body_size,
+    )
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 75.0
+    logger.info("Durable Streams server on http://%s:%d (storage: %s)", host, port, storage)
+    anyio.run(_serve_async, app, config, backend, backend=backend)

@@ -1,0 +1,269 @@
+"""The storage interface, live-read wakeups, and the engine-independent operations.
+
+Every engine implements :class:`StreamStorage`. Engines whose atomic section is synchronous
+(memory: the event loop; sqlite: a transaction on the writer thread) implement the tiny
+:class:`SyncTxn` and reuse the ``txn_*`` functions here, which apply the pure planner of
+:mod:`resumable_streams._protocol.durable.planning` - so the protocol's rules live once.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+import anyio
+
+from .._protocol.durable.model import ProducerState, Record, StreamMeta, is_expired
+from .._protocol.durable.offsets import Offset
+from .._protocol.durable.planning import (
+    AppendPlan,
+    AppendRequest,
+    CreatePlan,
+    CreateRequest,
+    Rejected,
+    cascade_delete,
+    plan_append,
+    plan_create,
+    plan_delete,
+)
+
+__all__ = [
+    "Notifier",
+    "ReadResult",
+    "StreamStorage",
+    "SyncTxn",
+    "txn_append",
+    "txn_create",
+    "txn_delete",
+    "txn_live_meta",
+    "txn_sweep",
+]
+
+
+class Notifier:
+    """Per-stream wakeups for live readers: no polling, no task per waiter.
+
+    A reader takes :meth:`event` *before* checking for data, then waits on it; a writer
+    calls :meth:`notify` after its data is visible. Events are created lazily and dropped
+    when fired, so idle streams cost nothing.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, anyio.Event] = {}
+
+    def event(self, name: str) -> anyio.Event:
+        """The event that the next change to stream ``name`` will set."""
+        event = self._events.get(name)
+        if event is None:
+            event = self._events[name] = anyio.Event()
+        return event
+
+    def notify(self, name: str) -> None:
+        """Wake every reader waiting on stream ``name``."""
+        event = self._events.pop(name, None)
+        if event is not None:
+            event.set()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """A catch-up read: the stream's state and the whole appends from the start offset."""
+
+    meta: StreamMeta
+    records: Sequence[Record]
+
+    @property
+    def next_offset(self) -> Offset:
+        """Where the next read continues."""
+        return self.records[-1].end if self.records else self.meta.tail
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether this read reached the tail."""
+        return self.next_offset >= self.meta.tail
+
+
+class StreamStorage(abc.ABC):
+    """What the server needs from an engine. All methods raise :class:`Rejected` for 4xx.
+
+    ``now`` is Unix time, passed in so TTL logic is testable. Reads and writes of a stream
+    reset its sliding TTL; :meth:`head` does not.
+    """
+
+    notifier: Notifier
+
+    @abc.abstractmethod
+    async def create(self, name: str, req: CreateRequest, *, now: float) -> CreatePlan:
+        """Create (or idempotently re-create) a stream; durable when this returns."""
+
+    @abc.abstractmethod
+    async def append(self, name: str, req: AppendRequest, *, now: float) -> AppendPlan:
+        """Append and/or close, with producer and ``Stream-Seq`` checks, atomically."""
+
+    @abc.abstractmethod
+    async def read(
+        self,
+        name: str,
+        start: Offset | Literal["now"],
+        *,
+        now: float,
+        max_bytes: int,
+        touch: bool = True,
+    ) -> ReadResult:
+        """Whole appends ending after ``start`` (at least one if any), up to ``max_bytes``."""
+
+    @abc.abstractmethod
+    async def head(self, name: str, *, now: float) -> StreamMeta:
+        """The stream's metadata (404/410 as :class:`Rejected`); does not touch the TTL."""
+
+    @abc.abstractmethod
+    async def delete(self, name: str, *, now: float) -> None:
+        """Delete a stream: soft while forks still reference it, cascading otherwise."""
+
+    @abc.abstractmethod
+    async def sweep(self, *, now: float) -> int:
+        """Remove expired streams; return how many were removed."""
+
+
+def new_stream_id() -> str:
+    """A fresh, unique incarnation id for a created stream."""
+    return uuid.uuid4().hex
+
+
+class SyncTxn(Protocol):
+    """Synchronous primitives an engine offers inside its atomic section."""
+
+    def get_meta(self, name: str) -> StreamMeta | None:
+        """The stored metadata of ``name`` (expired or not), or ``None``."""
+        ...
+
+    def put_meta(self, meta: StreamMeta) -> None:
+        """Insert or replace the metadata of ``meta.name``."""
+        ...
+
+    def drop(self, name: str) -> None:
+        """Remove a stream with its records and producer states."""
+        ...
+
+    def get_producer(self, name: str, producer_id: str) -> ProducerState | None:
+        """The producer's state on this stream, if any."""
+        ...
+
+    def put_producer(self, name: str, producer_id: str, state: ProducerState) -> None:
+        """Store the producer's state (in the same atomic step as its data)."""
+        ...
+
+    def add_record(self, name: str, record: Record) -> None:
+        """Append one record at the stream's end."""
+        ...
+
+    def copy_records(self, source: str, target: str, upto: Offset) -> None:
+        """Copy ``source``'s records ending at or before ``upto`` to the new ``target``."""
+        ...
+
+    def record_starting_at(self, name: str, offset: Offset) -> Record | None:
+        """The record that begins exactly at ``offset``, if any."""
+        ...
+
+
+def _expire(txn: SyncTxn, meta: StreamMeta) -> None:
+    if meta.fork_count > 0:
+        if not meta.soft_deleted:
+            txn.put_meta(replace(meta, soft_deleted=True))
+        return
+    drop, rewrite = cascade_delete(meta, txn.get_meta)
+    for name in drop:
+        txn.drop(name)
+    for source in rewrite:
+        txn.put_meta(source)
+
+
+def txn_live_meta(txn: SyncTxn, name: str, now: float) -> StreamMeta | None:
+    """The stream's metadata, treating (and cleaning up) an expired stream as absent."""
+    meta = txn.get_meta(name)
+    if meta is not None and not meta.soft_deleted and is_expired(meta, now):
+        _expire(txn, meta)
+        return None
+    return meta
+
+
+def txn_require(txn: SyncTxn, name: str, now: float) -> StreamMeta:
+    """The live stream's metadata, or :class:`Rejected` 404 / 410."""
+    meta = txn_live_meta(txn, name, now)
+    if meta is None:
+        raise Rejected(404, "stream not found")
+    if meta.soft_deleted:
+        raise Rejected(410, "the stream has been deleted")
+    return meta
+
+
+def txn_create(
+    txn: SyncTxn, name: str, req: CreateRequest, *, now: float, new_id: str
+) -> CreatePlan:
+    """Apply :func:`plan_create` and write its result."""
+    existing = txn_live_meta(txn, name, now)
+    source: StreamMeta | None = None
+    anchor: Record | None = None
+    if existing is None and req.forked_from is not None:
+        source = txn_live_meta(txn, req.forked_from, now)
+        if source is not None and req.fork_sub_offset > 0 and req.fork_offset is not None:
+            anchor = txn.record_starting_at(req.forked_from, req.fork_offset)
+    plan = plan_create(
+        existing, req, name=name, now=now, new_id=new_id, source=source, anchor=anchor
+    )
+    if not plan.created:
+        return plan
+    if existing is None and txn.get_meta(name) is not None:
+        txn.drop(name)  # leftovers of an expired incarnation
+    if plan.copy_from is not None and plan.copy_upto is not None and source is not None:
+        txn.copy_records(plan.copy_from, name, plan.copy_upto)
+        txn.put_meta(replace(source, fork_count=source.fork_count + 1))
+    for record in plan.records:
+        txn.add_record(name, record)
+    txn.put_meta(plan.meta)
+    return plan
+
+
+def txn_append(txn: SyncTxn, name: str, req: AppendRequest, *, now: float) -> AppendPlan:
+    """Apply :func:`plan_append` (producer check, data, producer state) in one step."""
+    meta = txn_require(txn, name, now)
+    state = None
+    if req.producer is not None:
+        state = txn.get_producer(name, req.producer.producer_id)
+    plan = plan_append(meta, state, req, now=now)
+    if plan.record is not None:
+        txn.add_record(name, plan.record)
+    if plan.producer_state is not None and req.producer is not None:
+        txn.put_producer(name, req.producer.producer_id, plan.producer_state)
+    if plan.meta is not None:
+        txn.put_meta(plan.meta)
+    return plan
+
+
+def txn_delete(txn: SyncTxn, name: str, *, now: float) -> None:
+    """Apply :func:`plan_delete`: soft-delete or cascade."""
+    meta = txn_live_meta(txn, name, now)
+    if meta is None:
+        raise Rejected(404, "stream not found")
+    if plan_delete(meta):
+        txn.put_meta(replace(meta, soft_deleted=True))
+        return
+    drop, rewrite = cascade_delete(meta, txn.get_meta)
+    for dropped in drop:
+        txn.drop(dropped)
+    for source in rewrite:
+        txn.put_meta(source)
+
+
+def txn_sweep(txn: SyncTxn, names: Sequence[str], *, now: float) -> int:
+    """Expire every stream in ``names`` whose deadline has passed."""
+    removed = 0
+    for name in names:
+        meta = txn.get_meta(name)
+        if meta is not None and not meta.soft_deleted and is_expired(meta, now):
+            _expire(txn, meta)
+            removed += 1
+    return removed

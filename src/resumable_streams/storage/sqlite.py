@@ -1,0 +1,419 @@
+"""Embedded durable storage: stdlib sqlite3, WAL, one writer thread with group commit.
+
+Writes (create, append, delete, TTL touches, sweeps) are queued to a single writer thread.
+It takes every job that is waiting, runs each in its own ``SAVEPOINT`` inside one
+``BEGIN IMMEDIATE`` transaction, commits once (``synchronous=FULL``), and only then answers
+the callers - so an append is acknowledged only after it is durable, and its data, the
+stream's new tail and the producer's new ``(epoch, seq)`` are committed together or not at
+all. A rejected job rolls back to its savepoint without disturbing its batch-mates.
+
+Reads run on a small pool of read-only connections in worker threads; WAL lets them proceed
+while the writer commits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from .._protocol.durable.model import (
+    ProducerState,
+    Record,
+    StreamMeta,
+    expiry_deadline,
+    is_expired,
+)
+from .._protocol.durable.offsets import Offset, parse_offset
+from .._protocol.durable.planning import (
+    AppendPlan,
+    AppendRequest,
+    CreatePlan,
+    CreateRequest,
+    Rejected,
+)
+from ..errors import BackendError
+from .base import (
+    Notifier,
+    ReadResult,
+    StreamStorage,
+    new_stream_id,
+    txn_append,
+    txn_create,
+    txn_delete,
+    txn_live_meta,
+    txn_sweep,
+)
+
+__all__ = ["SqliteStorage"]
+
+logger = logging.getLogger("resumable_streams.storage.sqlite")
+
+T = TypeVar("T")
+
+_DB_NAME: Final = "durable-streams.sqlite3"
+_MAX_BATCH: Final = 512
+_READ_POOL: Final = 4
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS streams (
+    name TEXT PRIMARY KEY,
+    meta TEXT NOT NULL,
+    deadline REAL
+);
+CREATE INDEX IF NOT EXISTS streams_deadline ON streams (deadline) WHERE deadline IS NOT NULL;
+CREATE TABLE IF NOT EXISTS records (
+    name TEXT NOT NULL,
+    end_pos INTEGER NOT NULL,
+    start_pos INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (name, end_pos)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS producers (
+    name TEXT NOT NULL,
+    producer_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (name, producer_id)
+) WITHOUT ROWID;
+"""
+
+
+def _meta_to_json(meta: StreamMeta) -> str:
+    data = asdict(meta)
+    data["tail"] = str(meta.tail)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _meta_from_json(text: str) -> StreamMeta:
+    data: dict[str, Any] = json.loads(text)
+    data["tail"] = parse_offset(data["tail"])
+    if data.get("closed_by") is not None:
+        data["closed_by"] = tuple(data["closed_by"])
+    return StreamMeta(**data)
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout=30000")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    else:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class _SqliteTxn:
+    """:class:`SyncTxn` over one connection (used inside the writer's transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def get_meta(self, name: str) -> StreamMeta | None:
+        row = self.conn.execute("SELECT meta FROM streams WHERE name = ?", (name,)).fetchone()
+        return _meta_from_json(row[0]) if row else None
+
+    def put_meta(self, meta: StreamMeta) -> None:
+        self.conn.execute(
+            "INSERT INTO streams (name, meta, deadline) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET meta = excluded.meta, deadline = excluded.deadline",
+            (meta.name, _meta_to_json(meta), expiry_deadline(meta)),
+        )
+
+    def drop(self, name: str) -> None:
+        for table in ("streams", "records", "producers"):
+            self.conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+
+    def get_producer(self, name: str, producer_id: str) -> ProducerState | None:
+        row = self.conn.execute(
+            "SELECT epoch, seq FROM producers WHERE name = ? AND producer_id = ?",
+            (name, producer_id),
+        ).fetchone()
+        return ProducerState(row[0], row[1]) if row else None
+
+    def put_producer(self, name: str, producer_id: str, state: ProducerState) -> None:
+        self.conn.execute(
+            "INSERT INTO producers (name, producer_id, epoch, seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name, producer_id) DO UPDATE SET epoch = excluded.epoch, "
+            "seq = excluded.seq",
+            (name, producer_id, state.epoch, state.seq),
+        )
+
+    def add_record(self, name: str, record: Record) -> None:
+        self.conn.execute(
+            "INSERT INTO records (name, end_pos, start_pos, data) VALUES (?, ?, ?, ?)",
+            (name, record.end.position, record.start.position, record.data),
+        )
+
+    def copy_records(self, source: str, target: str, upto: Offset) -> None:
+        self.conn.execute(
+            "INSERT INTO records (name, end_pos, start_pos, data) "
+            "SELECT ?, end_pos, start_pos, data FROM records WHERE name = ? AND end_pos <= ?",
+            (target, source, upto.position),
+        )
+
+    def record_starting_at(self, name: str, offset: Offset) -> Record | None:
+        row = self.conn.execute(
+            "SELECT start_pos, end_pos, data FROM records WHERE name = ? AND end_pos > ? "
+            "ORDER BY end_pos LIMIT 1",
+            (name, offset.position),
+        ).fetchone()
+        if row is None or row[0] != offset.position:
+            return None
+        return Record(Offset(0, row[0]), Offset(0, row[1]), bytes(row[2]))
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[_SqliteTxn], Any]
+    done: anyio.Event | None = None
+    result: Any = None
+    error: BaseException | None = None
+    finished: bool = field(default=False)
+
+
+_STOP: Final = object()
+
+
+class SqliteStorage(StreamStorage):
+    """Durable single-node storage in ``<data_dir>/durable-streams.sqlite3``.
+
+    Use :meth:`open` (or :func:`open_storage` with ``"sqlite"``); it runs the writer thread
+    for as long as the context is open.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.notifier = Notifier()
+        self.path = path
+        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(_READ_POOL)
+        self._running = False
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, data_dir: str | Path) -> AsyncIterator[SqliteStorage]:
+        """Open (creating if needed) the database in ``data_dir``; own the writer thread."""
+        directory = Path(data_dir)
+        storage = cls(directory / _DB_NAME)
+        conn = await anyio.to_thread.run_sync(storage._init_db)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(storage._run_writer, conn)
+                storage._running = True
+                try:
+                    yield storage
+                finally:
+                    storage._running = False
+                    storage._jobs.put(_STOP)
+        finally:
+            conn.close()
+            for reader in storage._all_readers:
+                reader.close()
+
+    def _init_db(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path, readonly=False)
+        conn.executescript(_SCHEMA)
+        return conn
+
+    # ------------------------------------------------------------------ writer
+
+    async def _run_writer(self, conn: sqlite3.Connection) -> None:
+        await anyio.to_thread.run_sync(self._writer_loop, conn)
+
+    def _writer_loop(self, conn: sqlite3.Connection) -> None:
+        txn = _SqliteTxn(conn)
+        while True:
+            first = self._jobs.get()
+            if first is _STOP:
+                return
+            batch: list[_Job] = [first]  # type: ignore[list-item]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            self._run_batch(conn, txn, batch)
+            anyio.from_thread.run_sync(_deliver, batch)
+            if stop:
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, txn: _SqliteTxn, batch: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.result = job.fn(txn)
+                except Exception as exc:  # a rejection: undo this job only
+                    conn.execute("ROLLBACK TO job")
+                    job.error = exc
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            logger.exception("sqlite commit failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in batch:
+                job.result = None
+                job.error = BackendError(f"sqlite write failed: {exc}")
+                job.error.__cause__ = exc
+
+    async def _write(self, fn: Callable[[_SqliteTxn], T]) -> T:
+        if not self._running:
+            raise BackendError("sqlite storage is not open")
+        job = _Job(fn, anyio.Event())
+        self._jobs.put(job)
+        assert job.done is not None
+        with anyio.CancelScope(shield=True):  # the write happens anyway; await its outcome
+            await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        result: T = job.result
+        return result
+
+    def _write_nowait(self, fn: Callable[[_SqliteTxn], object]) -> None:
+        if self._running:
+            self._jobs.put(_Job(fn))
+
+    # ------------------------------------------------------------------ readers
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = _connect(self.path, readonly=True)
+            with self._reader_lock:
+                self._all_readers.append(conn)
+        try:
+            yield conn
+        finally:
+            self._readers.put(conn)
+
+    async def _read_sync(self, fn: Callable[[_SqliteTxn], T]) -> T:
+        def run() -> T:
+            with self._reader() as conn:
+                conn.execute("BEGIN")
+                try:
+                    return fn(_SqliteTxn(conn))
+                finally:
+                    conn.execute("COMMIT")
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+
+    # ------------------------------------------------------------------ interface
+
+    async def create(self, name: str, req: CreateRequest, *, now: float) -> CreatePlan:
+        """Create a stream (see :meth:`StreamStorage.create`); durable on return."""
+        new_id = new_stream_id()
+        plan = await self._write(lambda txn: txn_create(txn, name, req, now=now, new_id=new_id))
+        self.notifier.notify(name)
+        return plan
+
+    async def append(self, name: str, req: AppendRequest, *, now: float) -> AppendPlan:
+        """Append and/or close (see :meth:`StreamStorage.append`); durable on return."""
+        plan = await self._write(lambda txn: txn_append(txn, name, req, now=now))
+        if plan.appended:
+            self.notifier.notify(name)
+        return plan
+
+    async def read(
+        self,
+        name: str,
+        start: Offset | Literal["now"],
+        *,
+        now: float,
+        max_bytes: int,
+        touch: bool = True,
+    ) -> ReadResult:
+        """Read whole appends (see :meth:`StreamStorage.read`)."""
+
+        def run(txn: _SqliteTxn) -> ReadResult:
+            meta = _require_readonly(txn, name, now)
+            if start == "now":
+                return ReadResult(meta, ())
+            records: list[Record] = []
+            total = 0
+            cursor = txn.conn.execute(
+                "SELECT start_pos, end_pos, data FROM records WHERE name = ? AND end_pos > ? "
+                "ORDER BY end_pos",
+                (name, start.position),
+            )
+            for start_pos, end_pos, data in cursor:
+                if records and total + len(data) > max_bytes:
+                    break
+                records.append(Record(Offset(0, start_pos), Offset(0, end_pos), bytes(data)))
+                total += len(data)
+            cursor.close()
+            return ReadResult(meta, records)
+
+        result = await self._read_sync(run)
+        if touch and result.meta.ttl is not None:
+            self._write_nowait(lambda txn: _touch(txn, name, now))
+        return result
+
+    async def head(self, name: str, *, now: float) -> StreamMeta:
+        """Metadata without touching the TTL."""
+        return await self._read_sync(lambda txn: _require_readonly(txn, name, now))
+
+    async def delete(self, name: str, *, now: float) -> None:
+        """Delete, soft while forks reference the stream; durable on return."""
+        await self._write(lambda txn: txn_delete(txn, name, now=now))
+        self.notifier.notify(name)
+
+    async def sweep(self, *, now: float) -> int:
+        """Remove expired streams (found through the indexed deadline column)."""
+
+        def run(txn: _SqliteTxn) -> int:
+            rows = txn.conn.execute(
+                "SELECT name FROM streams WHERE deadline IS NOT NULL AND deadline <= ?", (now,)
+            ).fetchall()
+            return txn_sweep(txn, [row[0] for row in rows], now=now)
+
+        return await self._write(run)
+
+
+def _deliver(batch: list[_Job]) -> None:
+    for job in batch:
+        job.finished = True
+        if job.done is not None:
+            job.done.set()
+
+
+def _require_readonly(txn: _SqliteTxn, name: str, now: float) -> StreamMeta:
+    meta = txn.get_meta(name)
+    if meta is None:
+        raise Rejected(404, "stream not found")
+    if meta.soft_deleted:
+        raise Rejected(410, "the stream has been deleted")
+    if is_expired(meta, now):
+        if meta.fork_count > 0:
+            raise Rejected(410, "the stream has expired")
+        raise Rejected(404, "stream not found")
+    return meta
+
+
+def _touch(txn: _SqliteTxn, name: str, now: float) -> None:
+    meta = txn_live_meta(txn, name, now)
+    if meta is not None and not meta.soft_deleted and meta.last_access < now:
+        txn.put_meta(replace(meta, last_access=now))
