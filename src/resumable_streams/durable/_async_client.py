@@ -49,6 +49,24 @@ def _make_client(
     return httpx2.AsyncClient(timeout=timeout if timeout is not None else DEFAULT_TIMEOUT), True
 
 
+# unasync: begin-async-only
+async def _abandon_body(body: Any) -> None:
+    """Stop an httpx body iterator so that each of its nested async generators finishes.
+
+    Closing only the outer generator leaves the inner ones (httpx, httpcore) suspended, and trio
+    warns when it collects them. Cancelling a pending read instead unwinds them all.
+    """
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            async for _ in body:
+                pass
+        except httpx2.TransportError:
+            pass
+    await body.aclose()
+
+
+# unasync: end-async-only
 class AsyncFlowRunner(Generic[R]):
     """Drives one sans-IO flow over an HTTP client (see the core module's docstring)."""
 
@@ -115,9 +133,17 @@ class AsyncFlowRunner(Generic[R]):
         await self._release()
 
     async def _release(self) -> None:
-        response, self._response, self._body = self._response, None, None
-        if response is not None:
-            await response.aclose()
+        response, self._response = self._response, None
+        body, self._body = self._body, None
+        try:
+            if body is not None:
+                # unasync: begin-async-only
+                await _abandon_body(body)
+                # unasync: end-async-only
+                # unasync: body.close()
+        finally:
+            if response is not None:
+                await response.aclose()
 
     async def _perform(self, action: core.Action) -> Any:
         if isinstance(action, core.Send):

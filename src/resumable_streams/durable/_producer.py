@@ -226,6 +226,9 @@ class IdempotentProducer:
             await self._drain_here()
         await batch.done.wait()
         if batch.error is not None:
+            # raised here, so flush() need not raise it again
+            if batch.error in self._errors:
+                self._errors.remove(batch.error)
             raise batch.error
         assert batch.result is not None
         return IdempotentAppendResult(batch.result.offset, batch.result.duplicate)

@@ -117,9 +117,14 @@ class FlowRunner(Generic[R]):
         self._release()
 
     def _release(self) -> None:
-        response, self._response, self._body = self._response, None, None
-        if response is not None:
-            response.close()
+        response, self._response = self._response, None
+        body, self._body = self._body, None
+        try:
+            if body is not None:
+                body.close()
+        finally:
+            if response is not None:
+                response.close()
 
     def _perform(self, action: core.Action) -> Any:
         if isinstance(action, core.Send):

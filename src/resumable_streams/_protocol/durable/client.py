@@ -930,6 +930,7 @@ def produce_flow(
     ``batch`` (epoch, seq) on a claim.
     """
     attempt = 0
+    waited = False
     while True:
         request = append_request(
             url,
@@ -972,8 +973,11 @@ def produce_flow(
             batch.seq = state.next_seq
             state.next_seq += 1
             attempt = 0
+            waited = False
             continue
-        if isinstance(error, SequenceGapError) and error.expected_seq < batch.seq:
+        if isinstance(error, SequenceGapError) and error.expected_seq < batch.seq and not waited:
+            # pipelined batches arrived out of order: wait for the earlier ones, once
+            waited = True
             yield WaitForSeqs(batch.epoch, range(error.expected_seq, batch.seq))
             continue
         raise error
