@@ -1,0 +1,67 @@
+"""``resumable-streams serve`` argument handling (the server itself runs in other tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from resumable_streams.cli import build_parser, main
+
+
+def test_serve_defaults() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.storage, args.backend) == (
+        "127.0.0.1",
+        4437,
+        "sqlite",
+        "trio",
+    )
+    assert args.long_poll_timeout == 30.0
+    assert args.sse_reconnect_interval == 60.0
+
+
+def test_serve_flags() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--storage",
+            "memory",
+            "--long-poll-timeout",
+            "0.5",
+            "--sse-reconnect-interval",
+            "5",
+            "--max-body-size",
+            "1024",
+            "--backend",
+            "asyncio",
+        ]
+    )
+    assert (args.port, args.storage, args.max_body_size, args.backend) == (
+        9000,
+        "memory",
+        1024,
+        "asyncio",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--storage", "disk"],
+        ["serve", "--long-poll-timeout", "0"],
+        ["serve", "--max-body-size", "-1"],
+        [],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+
+
+def test_redis_needs_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--storage", "redis"]) == 2
+    assert "--redis-url" in capsys.readouterr().err
