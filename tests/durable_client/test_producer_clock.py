@@ -1,0 +1,115 @@
+"""The producer's batching and pipelining under trio's autojump clock (virtual time).
+
+A tiny in-test server (httpx2.MockTransport) implements the producer rules of PROTOCOL.md
+§5.2.1, and can hold a request back to make pipelined batches arrive out of order.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import httpx2
+import pytest
+import trio
+import trio.testing
+
+from resumable_streams.durable import IdempotentProducer
+
+URL = "http://ds.test/v1/stream/s"
+
+
+class FakeServer:
+    """Producer state of one stream; ``delay`` holds back requests with that seq."""
+
+    def __init__(self, delay: dict[int, float] | None = None) -> None:
+        self.messages: list[object] = []
+        self.last_seq = -1
+        self.requests: list[tuple[int, int]] = []
+        self.delay = delay or {}
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        epoch = int(request.headers["Producer-Epoch"])
+        seq = int(request.headers["Producer-Seq"])
+        self.requests.append((epoch, seq))
+        if seq in self.delay:
+            await trio.sleep(self.delay.pop(seq))
+        if seq <= self.last_seq:
+            return httpx2.Response(204, headers={"Producer-Seq": str(self.last_seq)})
+        if seq != self.last_seq + 1:
+            return httpx2.Response(
+                409,
+                headers={
+                    "Producer-Expected-Seq": str(self.last_seq + 1),
+                    "Producer-Received-Seq": str(seq),
+                },
+                content=b"Producer sequence gap",
+            )
+        self.last_seq = seq
+        self.messages.extend(json.loads(request.content))
+        return httpx2.Response(200, headers={"Stream-Next-Offset": str(len(self.messages))})
+
+
+@pytest.mark.trio
+async def test_linger_collects_appends_into_one_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer()
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(server))
+    async with (
+        client,
+        IdempotentProducer(
+            URL, "p", client=client, linger_ms=1000, content_type="application/json"
+        ) as producer,
+    ):
+        for i in range(5):
+            producer.append_nowait({"i": i})
+        await trio.sleep(0.5)
+        assert server.requests == []  # still lingering
+        await trio.sleep(1)
+        assert server.requests == [(0, 0)]
+        assert producer.state.next_seq == 1
+    assert server.messages == [{"i": i} for i in range(5)]
+
+
+@pytest.mark.trio
+async def test_full_batches_go_at_once_and_reordering_is_repaired(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(delay={0: 5.0})  # seq 0 arrives after seq 1 and 2
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(server))
+    async with (
+        client,
+        IdempotentProducer(
+            URL,
+            "p",
+            client=client,
+            linger_ms=60_000,
+            max_batch_bytes=8,
+            max_in_flight=3,
+            content_type="application/json",
+        ) as producer,
+    ):
+        for i in range(3):
+            producer.append_nowait({"n": i})  # 7 bytes each: one batch apiece
+        with trio.fail_after(30):
+            await producer.flush()
+    assert server.messages == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert server.requests[:3] == [(0, 0), (0, 1), (0, 2)]
+    assert len(server.requests) == 5  # seq 1 and 2 were resent after seq 0 landed
+
+
+@pytest.mark.trio
+async def test_cancelling_the_owner_leaves_nothing_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(delay={0: 1000.0})
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client:
+        with trio.move_on_after(10):
+            async with anyio.create_task_group() as tg:
+                producer = IdempotentProducer(
+                    URL, "p", client=client, task_group=tg, content_type="application/json"
+                )
+                producer.append_nowait({"stuck": True})
+                await producer.flush()  # never returns: the request is held for 1000 s
+    assert producer.in_flight_count == 0
