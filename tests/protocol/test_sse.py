@@ -64,3 +64,8 @@ def test_round_trip_under_any_rechunking(
         (d.replace("\r\n", "\n").replace("\r", "\n"), e or "message", i) for d, e, i in events
     ]
     assert [(g.data, g.event, g.id) for g in got] == expected
+
+
+@given(data=st.text(max_size=40))
+def test_compact_form_decodes_identically(data: str) -> None:
+    assert decode_all([encode_event(data, compact=True)]) == decode_all([encode_event(data)])

@@ -40,8 +40,12 @@ def encode_event(
     event: str | None = None,
     id: str | None = None,
     retry: int | None = None,
+    compact: bool = False,
 ) -> bytes:
     r"""Encode one event. Multi-line ``data`` becomes several ``data:`` lines.
+
+    ``compact`` drops the optional space after ``data:`` where that is lossless (the line does
+    not itself start with a space); the Durable Streams conformance suite expects that form.
 
     ``\\r\\n`` and ``\\r`` in ``data`` are normalised to line breaks (the decoder would split
     on them anyway). ``event`` and ``id`` must not contain line breaks, and ``id`` must not
@@ -62,7 +66,10 @@ def encode_event(
         parts.append(f"retry: {retry}\n")
     if "\r" in data:
         data = data.replace("\r\n", "\n").replace("\r", "\n")
-    parts.extend(f"data: {line}\n" for line in data.split("\n"))
+    parts.extend(
+        f"data:{line}\n" if compact and not line.startswith(" ") else f"data: {line}\n"
+        for line in data.split("\n")
+    )
     parts.append("\n")
     return "".join(parts).encode()
 
