@@ -669,17 +669,15 @@ class _SSEState:
             state.cursor = cursor
         closed = ctl.get("streamClosed") is True
         up_to_date = closed or ctl.get("upToDate") is True
-        events = [state.event(p, up_to_date=up_to_date, closed=closed) for p in self.pending]
-        self.pending = []
-        if not events:
-            ev = state.state_event(up_to_date=up_to_date, closed=closed)
-            if ev is not None:
-                events.append(ev)
-        elif events:
-            state.was_up_to_date = up_to_date
-        if len(events) > 1:  # only the last one carries the final state exactly
-            events = [replace(e, up_to_date=False, closed=False) for e in events[:-1]] + events[-1:]
+        pending, self.pending = self.pending, []
         state.closed = closed
+        if not pending:
+            ev = state.state_event(up_to_date=up_to_date, closed=closed)
+            return [] if ev is None else [ev]
+        state.was_up_to_date = up_to_date
+        # several data events before one control: only the last carries the final state
+        events = [state.event(p, up_to_date=False, closed=False) for p in pending[:-1]]
+        events.append(state.event(pending[-1], up_to_date=up_to_date, closed=closed))
         return events
 
 
