@@ -880,3 +880,102 @@ async def test_lost_done_message_closes_by_watchdog(
                 await node_resumer.start()
                 assert node_resumer.result == "stream"
                 assert_same_text(await node_resumer.text(), "abc😀d")
+
+
+@pytest.mark.parametrize(("producer_side", "resumer_side"), PAIRS)
+@pytest.mark.parametrize(
+    ("producer_api", "resumer_api"), [("explicit", "idempotent"), ("idempotent", "explicit")]
+)
+async def test_mixed_apis(
+    producer_side: Side,
+    resumer_side: Side,
+    producer_api: Api,
+    resumer_api: Api,
+    redis_url: str,
+    key_prefix: str,
+) -> None:
+    """A stream made by one API is resumed through the other (SET "1" vs INCR sentinels)."""
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            open_env(redis_url, key_prefix) as env,
+            start_producer(producer_side, producer_api, env) as producer,
+        ):
+            await producer.release(2)
+            async with start_resumer(resumer_side, resumer_api, env) as resumer:
+                assert resumer.result == "stream"
+                assert_same_text(await producer.finish(), FULL)
+                assert_same_text(await resumer.text(), expected_text(2, None))
+
+
+@pytest.mark.parametrize("producer_side", SIDES)
+async def test_resumer_leaving_early(producer_side: Side, redis_url: str, key_prefix: str) -> None:
+    """A resumer of the other language that stops reading does not disturb the stream."""
+    leaver_side: Side = "python" if producer_side == "node" else "node"
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            open_env(redis_url, key_prefix) as env,
+            start_producer(producer_side, "explicit", env) as producer,
+        ):
+            await producer.release(2)
+            if leaver_side == "node":
+                config = {
+                    "prefix": env.prefix,
+                    "streamId": env.stream_id,
+                    "api": "existing",
+                    "cancelAfter": 1,
+                }
+                events = await run_node("resume.mjs", config, redis_url)
+                (cancelled,) = [e for e in events if e["event"] == "cancelled"]
+                assert_same_text(cancelled["text"], "".join(CHUNKS[:2]))
+            else:
+                it = await env.ctx.resume_existing_stream(env.stream_id)
+                assert isinstance(it, ResumableStream)
+                async with it:
+                    assert_same_text(await it.__anext__(), "".join(CHUNKS[:2]))
+            await producer.release(1)
+            async with start_resumer(leaver_side, "explicit", env) as resumer:
+                assert resumer.result == "stream"
+                assert_same_text(await producer.finish(), FULL)
+                assert_same_text(await resumer.text(), FULL)
+
+
+async def test_python_max_listeners_refusal_is_an_ack_timeout_for_node(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A Python producer refuses listeners past ``max_listeners`` by not answering."""
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            open_env(redis_url, key_prefix, max_listeners=1) as env,
+            start_producer("python", "explicit", env) as producer,
+        ):
+            await producer.release(2)
+            async with start_resumer("node", "explicit", env) as first:
+                assert first.result == "stream"
+                async with start_resumer("node", "explicit", env) as second:
+                    assert second.result == "error: Timeout waiting for ack"
+                await producer.finish()
+                assert_same_text(await first.text(), FULL)
+
+
+@pytest.mark.parametrize("producer_side", SIDES)
+async def test_negative_skip(producer_side: Side, redis_url: str, key_prefix: str) -> None:
+    """A negative ``skipCharacters`` from a Node resumer: a deliberate difference.
+
+    Node's producer computes ``slice(-3)``, the last 3 units; a Python producer refuses such a
+    request (``_coerce_skip``: no resumer means it, honouring it would drop the start), so the
+    Node resumer gets its ack timeout instead of a wrong replay.
+    """
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            open_env(redis_url, key_prefix) as env,
+            start_producer(producer_side, "explicit", env) as producer,
+        ):
+            await producer.release(len(CHUNKS))
+            async with start_resumer("node", "explicit", env, skip=-3) as resumer:
+                if producer_side == "node":
+                    assert resumer.result == "stream"
+                    await producer.finish()
+                    assert_same_text(await resumer.text(), "日本語")
+                else:
+                    assert resumer.result == "error: Timeout waiting for ack"
+                    await producer.finish()

@@ -2,7 +2,9 @@
 //
 // Config: {prefix, streamId, api: "existing" | "idempotent" | "has", skip?: number (omitted = undefined),
 //          chunks?: string[] (the source if the idempotent call ends up producing),
-//          doneWatchdogIntervalMs?: number}
+//          doneWatchdogIntervalMs?: number, cancelAfter?: number}
+// With cancelAfter, the reader cancels the stream after that many messages (a client leaving):
+// cancelled {text} instead of end.
 // Events: ready; result {kind: "stream" | "null" | "undefined" | "error", message?} (api "has":
 // result {kind: "has", value: hasExistingStream()});
 // chunk {index, data} per message received (the empty ack included, as the library enqueues it);
@@ -43,7 +45,18 @@ try {
   process.exit(0);
 }
 emit("result", { kind: stream === null ? "null" : stream === undefined ? "undefined" : "stream" });
-if (stream) {
+if (stream && cfg.cancelAfter !== undefined) {
+  const reader = stream.getReader();
+  const parts = [];
+  while (parts.length < cfg.cancelAfter) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    emit("chunk", { index: parts.length - 1, data: value });
+  }
+  await reader.cancel();
+  emit("cancelled", { text: parts.join("") });
+} else if (stream) {
   try {
     emit("end", { text: await drain(stream) });
   } catch (error) {
