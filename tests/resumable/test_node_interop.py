@@ -979,3 +979,80 @@ async def test_negative_skip(producer_side: Side, redis_url: str, key_prefix: st
                 else:
                     assert resumer.result == "error: Timeout waiting for ack"
                     await producer.finish()
+
+
+# An emoji split into its two UTF-16 halves across chunks, as a source decoding JSON string
+# events ("\ud83d" then "\ude00") produces. Node joins the replay first (the halves pair up
+# again) and node-redis turns each half published on its own into U+FFFD.
+SPLIT_CHUNKS = ["ab\ud83d", "\ude00cd", "e"]
+SPLIT_PAIRS = [
+    pytest.param(
+        producer,
+        resumer,
+        id=f"{producer}-to-{resumer}",
+    )
+    for producer in SIDES
+    for resumer in SIDES
+]
+
+
+@pytest.mark.parametrize(("producer_side", "resumer_side"), SPLIT_PAIRS)
+@pytest.mark.parametrize(
+    ("skip", "expected"),
+    [
+        pytest.param(None, "ab😀cde", id="replay-pairs-the-halves"),
+        pytest.param(2, "😀cde", id="replay-skip-2"),
+        pytest.param(3, "\ufffdcde", id="replay-skip-cuts-the-pair"),
+    ],
+)
+async def test_surrogate_halves_in_separate_chunks_replay(
+    producer_side: Side,
+    resumer_side: Side,
+    skip: int | None,
+    expected: str,
+    redis_url: str,
+    key_prefix: str,
+) -> None:
+    """A replay of chunks holding lone surrogate halves is joined, then encoded, as Node does."""
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            # (A short publish_timeout, so that the lone-surrogate failure fails fast.)
+            open_env(redis_url, key_prefix, publish_timeout=1.0) as env,
+            start_producer(producer_side, "explicit", env, chunks=SPLIT_CHUNKS) as producer,
+        ):
+            await producer.release(len(SPLIT_CHUNKS))
+            async with start_resumer(resumer_side, "explicit", env, skip=skip) as resumer:
+                assert resumer.result == "stream"
+                await producer.finish()
+                assert_same_text(await resumer.text(), expected)
+
+
+@pytest.mark.parametrize(("producer_side", "resumer_side"), SPLIT_PAIRS)
+async def test_surrogate_halves_in_separate_chunks_live(
+    producer_side: Side, resumer_side: Side, redis_url: str, key_prefix: str
+) -> None:
+    """Published one by one, each lone half reaches every reader as U+FFFD."""
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            # (A short publish_timeout, so that the lone-surrogate failure fails fast.)
+            open_env(redis_url, key_prefix, publish_timeout=1.0) as env,
+            start_producer(producer_side, "explicit", env, chunks=SPLIT_CHUNKS) as producer,
+            start_resumer(resumer_side, "explicit", env) as resumer,
+        ):
+            assert resumer.result == "stream"
+            received = []
+            for index in range(len(SPLIT_CHUNKS)):
+                await producer.release(1)
+                # Wait until the resumer has this chunk, so that each goes out on its own.
+                if isinstance(resumer, NodeResumer):
+                    event = await resumer.node.wait_for("chunk", index=index + 1)
+                    received.append(event["data"])
+                else:
+                    assert isinstance(resumer, PythonResumer)
+                    assert resumer.it is not None
+                    received.append(await resumer.it.__anext__())
+            await producer.finish()
+            rest = await resumer.text()
+            if isinstance(resumer, PythonResumer):
+                rest = "".join(received) + rest
+            assert_same_text(rest, "ab\ufffd\ufffdcde")

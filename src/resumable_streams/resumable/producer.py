@@ -260,7 +260,7 @@ class Producer:
         for listener, parts in pending.items():
             channel = self.ctx.keys.chunk(listener)
             for message in _coalesce(parts):
-                items.append((channel, message))
+                items.append((channel, message if message.isascii() else _to_wire(message)))
                 owners.append(None if message is DONE_MESSAGE else listener)
         results = await self._publish_with_retry(items)
         if results is not None and self.ctx.prune_listeners:
@@ -290,6 +290,15 @@ class Producer:
                 logger.warning("stream %r: publish failed, retrying: %s", self.stream_id, exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+
+def _to_wire(message: str) -> str:
+    """Pair adjacent surrogate halves and turn lone ones into U+FFFD, as node-redis does.
+
+    A source may yield the two UTF-16 halves of one character in separate chunks; Redis
+    carries UTF-8, which has no encoding for a lone surrogate.
+    """
+    return message.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _coalesce(parts: list[str]) -> list[str]:
