@@ -1181,3 +1181,26 @@ async def test_cancelled_python_context_still_finishes_stream_for_node_resumer(
             else:
                 assert_same_text(end["text"], "".join(CHUNKS[:2]))
     assert not problems, problems
+
+
+@pytest.mark.parametrize("producer_side", SIDES)
+async def test_cancel_stream_reaches_only_python_producers(
+    producer_side: Side, redis_url: str, key_prefix: str
+) -> None:
+    """npm 2.2.13 has no cancel channel (upstream main added it later): nobody hears a cancel.
+
+    ``cancel_stream`` returns how many producers heard it, so a caller can tell.
+    """
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            open_env(redis_url, key_prefix) as env,
+            start_producer(producer_side, "explicit", env) as producer,
+        ):
+            await producer.release(2)
+            heard = await env.ctx.cancel_stream(env.stream_id)
+            if producer_side == "node":
+                assert heard == 0
+                assert_same_text(await producer.finish(), FULL)  # runs on, unaffected
+            else:
+                assert heard == 1
+                await wait_done(env.ctx, env.stream_id)
