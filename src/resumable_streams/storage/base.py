@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -40,6 +40,7 @@ __all__ = [
     "txn_delete",
     "txn_live_meta",
     "txn_sweep",
+    "visible_streams",
 ]
 
 
@@ -126,6 +127,14 @@ class StreamStorage(abc.ABC):
     @abc.abstractmethod
     async def sweep(self, *, now: float) -> int:
         """Remove expired streams; return how many were removed."""
+
+    async def list_streams(self, *, now: float, limit: int | None = None) -> list[StreamMeta]:
+        """The live streams' metadata, sorted by name, at most ``limit`` of them.
+
+        Not part of the protocol (the inspector page uses it); an engine that cannot enumerate
+        its streams raises :class:`NotImplementedError`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its streams")
 
 
 def new_stream_id() -> str:
@@ -267,3 +276,13 @@ def txn_sweep(txn: SyncTxn, names: Sequence[str], *, now: float) -> int:
             _expire(txn, meta)
             removed += 1
     return removed
+
+
+def visible_streams(
+    metas: Iterable[StreamMeta], *, now: float, limit: int | None = None
+) -> list[StreamMeta]:
+    """The ``metas`` not soft-deleted nor expired at ``now``, sorted by name, up to ``limit``."""
+    live = sorted(
+        (m for m in metas if not m.soft_deleted and not is_expired(m, now)), key=lambda m: m.name
+    )
+    return live if limit is None else live[:limit]

@@ -24,6 +24,7 @@ from .base import (
     txn_delete,
     txn_require,
     txn_sweep,
+    visible_streams,
 )
 
 __all__ = ["MemoryStorage"]
@@ -157,3 +158,7 @@ class MemoryStorage(StreamStorage):
     async def sweep(self, *, now: float) -> int:
         """Remove expired streams."""
         return txn_sweep(self._txn, list(self._streams), now=now)
+
+    async def list_streams(self, *, now: float, limit: int | None = None) -> list[StreamMeta]:
+        """The live streams' metadata, sorted by name (see :meth:`StreamStorage.list_streams`)."""
+        return visible_streams((s.meta for s in self._streams.values()), now=now, limit=limit)

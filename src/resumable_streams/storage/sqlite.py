@@ -54,6 +54,7 @@ from .base import (
     txn_delete,
     txn_live_meta,
     txn_sweep,
+    visible_streams,
 )
 
 __all__ = ["SqliteStorage"]
@@ -391,6 +392,15 @@ class SqliteStorage(StreamStorage):
             return txn_sweep(txn, [row[0] for row in rows], now=now)
 
         return await self._write(run)
+
+    async def list_streams(self, *, now: float, limit: int | None = None) -> list[StreamMeta]:
+        """The live streams' metadata, sorted by name (see :meth:`StreamStorage.list_streams`)."""
+
+        def run(txn: _SqliteTxn) -> list[StreamMeta]:
+            rows = txn.conn.execute("SELECT meta FROM streams ORDER BY name")
+            return [_meta_from_json(row[0]) for row in rows]
+
+        return visible_streams(await self._read_sync(run), now=now, limit=limit)
 
 
 def _deliver(batch: list[_Job]) -> None:
