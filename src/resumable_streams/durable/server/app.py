@@ -580,7 +580,9 @@ def create_app(
     }
     if isinstance(storage, StreamStorage):
         handler = DurableStreamsApp(storage, **options)
-        return Starlette(routes=[Mount("/", app=handler)])
+        app = Starlette(routes=[Mount("/", app=handler)])
+        app.state.storage = storage  # for add-ons such as the inspector page
+        return app
 
     kind = storage
     holder: dict[str, DurableStreamsApp] = {}
@@ -594,6 +596,7 @@ def create_app(
             kind, data_dir=data_dir, redis_url=redis_url, sweep_interval=sweep_interval
         ) as opened:
             holder["app"] = DurableStreamsApp(opened, **options)
+            _app.state.storage = opened  # for add-ons such as the inspector page
             yield
             holder.pop("app", None)
 
