@@ -38,6 +38,7 @@ def _default_data_dir() -> str:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from .durable.server.app import DEFAULT_CACHE_CONTROL
     from .durable.server.serve import serve
 
     if args.storage == "redis" and not args.redis_url:
@@ -53,11 +54,20 @@ def _run_serve(args: argparse.Namespace) -> int:
         sse_reconnect_interval=args.sse_reconnect_interval,
         max_body_size=args.max_body_size,
         backend=args.backend,
+        cache_control=args.cache_control or DEFAULT_CACHE_CONTROL,
     )
     return 0
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def cache_control(text: str) -> str:
+        from .durable.server.app import check_cache_control
+
+        try:
+            return check_cache_control(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     parser = sub.add_parser(
         "serve",
         help="run the Durable Streams server",
@@ -100,6 +110,14 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=["trio", "asyncio"],
         default="trio",
         help="event loop for hypercorn (default trio)",
+    )
+    parser.add_argument(
+        "--cache-control",
+        type=cache_control,
+        default=None,
+        metavar="VALUE",
+        help="Cache-Control of cacheable catch-up reads, e.g. for a CDN (default 'public, "
+        "max-age=60, stale-while-revalidate=300'; HEAD, offset=now and 204 stay no-store)",
     )
     parser.set_defaults(handler=_run_serve)
 

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resumable_streams._protocol.sse import SSEDecoder
-from resumable_streams.durable.server import DurableStreamsApp
+from resumable_streams.durable.server import DurableStreamsApp, create_app
+from resumable_streams.durable.server.app import DEFAULT_CACHE_CONTROL
 from resumable_streams.storage import MemoryStorage, StreamStorage
 
 pytestmark = pytest.mark.anyio
@@ -253,3 +254,71 @@ async def test_fuzzed_headers_never_500(offset: str, ttl: str, seq: str) -> None
         except (httpx2.LocalProtocolError, UnicodeEncodeError):
             return
         assert post.status_code in (200, 400, 409)
+
+
+def _cc(response: httpx2.Response) -> str:
+    return response.headers["cache-control"]
+
+
+@pytest.mark.parametrize(
+    "cache_control",
+    [None, "private, max-age=60, stale-while-revalidate=300", "public, s-maxage=3600"],
+)
+async def test_cache_control_on_each_kind_of_response(cache_control: str | None) -> None:
+    """Only cacheable reads (catch-up 200/304, long-poll 200) take the configured value."""
+    storage = MemoryStorage()
+    options = {} if cache_control is None else {"cache_control": cache_control}
+    app = DurableStreamsApp(storage, long_poll_timeout=0.05, **options)  # type: ignore[arg-type]
+    expected = cache_control or DEFAULT_CACHE_CONTROL
+    assert DEFAULT_CACHE_CONTROL == "public, max-age=60, stale-while-revalidate=300"
+    with anyio.fail_after(10):
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url=BASE
+        ) as client:
+            h = {"Content-Type": "text/plain"}
+            first = await client.put("c", content=b"one", headers=h)
+            tail = first.headers["stream-next-offset"]
+            await client.post("c", content=b"two", headers=h)
+            catch_up = await client.get("c", params={"offset": "-1"})
+            assert catch_up.status_code == 200
+            assert _cc(catch_up) == expected
+            etag = catch_up.headers["etag"]
+            not_modified = await client.get(
+                "c", params={"offset": "-1"}, headers={"If-None-Match": etag}
+            )
+            assert not_modified.status_code == 304
+            assert _cc(not_modified) == expected
+            poll = await client.get("c", params={"offset": tail, "live": "long-poll"})
+            assert (poll.status_code, poll.text) == (200, "two")
+            assert _cc(poll) == expected
+            # fixed by the protocol, whatever is configured
+            end = poll.headers["stream-next-offset"]
+            timed_out = await client.get("c", params={"offset": end, "live": "long-poll"})
+            assert timed_out.status_code == 204
+            assert _cc(timed_out) == "no-store"
+            assert _cc(await client.get("c", params={"offset": "now"})) == "no-store"
+            assert _cc(await client.head("c")) == "no-store"
+            assert _cc(await client.get("missing", params={"offset": "-1"})) == "no-store"
+            await client.post("c", content=b"!", headers={**h, "Stream-Closed": "true"})
+            sse = await client.get("c", params={"offset": "-1", "live": "sse"})
+            assert _cc(sse) == "no-cache"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "public\r\nSet-Cookie: a=b", "max-age=60\n", "é"])
+def test_bad_cache_control_is_refused_naming_it(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid Cache-Control value") as info:
+        DurableStreamsApp(MemoryStorage(), cache_control=bad)
+    assert repr(bad) in str(info.value)
+    with pytest.raises(ValueError, match="invalid Cache-Control value"):
+        create_app("memory", cache_control=bad)
+
+
+async def test_create_app_passes_cache_control_through() -> None:
+    app = create_app(MemoryStorage(), cache_control="no-cache")
+    with anyio.fail_after(10):
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url=BASE
+        ) as client:
+            await client.put("c", content=b"x", headers={"Content-Type": "text/plain"})
+            r = await client.get("c", params={"offset": "-1"})
+            assert _cc(r) == "no-cache"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 
 from resumable_streams.cli import build_parser, main
+
+from .conftest import ServerProcess
 
 
 def test_serve_defaults() -> None:
@@ -65,3 +68,29 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
 def test_redis_needs_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--storage", "redis"]) == 2
     assert "--redis-url" in capsys.readouterr().err
+
+
+def test_cache_control_flag() -> None:
+    assert build_parser().parse_args(["serve"]).cache_control is None  # the protocol default
+    args = build_parser().parse_args(["serve", "--cache-control", "public, s-maxage=600"])
+    assert args.cache_control == "public, s-maxage=600"
+
+
+def test_bad_cache_control_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--cache-control", "a\nb"])
+    assert info.value.code == 2
+    assert "invalid Cache-Control value 'a\\nb'" in capsys.readouterr().err
+
+
+def test_serve_sends_the_configured_cache_control(
+    server_factory: type[ServerProcess],
+) -> None:
+    server = server_factory("--storage", "memory", "--cache-control", "public, s-maxage=600")
+    server.start()
+    with httpx2.Client(base_url=f"{server.url}/v1/stream/", timeout=10) as client:
+        client.put("c", content=b"x", headers={"Content-Type": "text/plain"})
+        assert client.get("c", params={"offset": "-1"}).headers["cache-control"] == (
+            "public, s-maxage=600"
+        )
+        assert client.head("c").headers["cache-control"] == "no-store"

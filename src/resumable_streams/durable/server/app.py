@@ -48,7 +48,13 @@ from ..._protocol.sse import encode_comment, encode_event
 from ...storage.base import ReadResult, StreamStorage
 from ...storage.open import StorageKind, open_storage
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "DurableStreamsApp", "create_app"]
+__all__ = [
+    "DEFAULT_CACHE_CONTROL",
+    "DEFAULT_MAX_BODY_SIZE",
+    "DurableStreamsApp",
+    "check_cache_control",
+    "create_app",
+]
 
 logger = logging.getLogger("resumable_streams.durable.server")
 
@@ -59,7 +65,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY_SIZE: Final = 64 * 1024 * 1024
 _PREFIX: Final = "/v1/stream/"
-_CACHEABLE: Final = "public, max-age=60, stale-while-revalidate=300"
+DEFAULT_CACHE_CONTROL: Final = "public, max-age=60, stale-while-revalidate=300"
 _EXPOSE: Final = ", ".join(
     [
         h.STREAM_NEXT_OFFSET,
@@ -97,6 +103,19 @@ _ALLOW_HEADERS: Final = ", ".join(
 )
 _METHODS: Final = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 _SSE_KEEPALIVE: Final = 15.0
+
+
+def check_cache_control(value: str) -> str:
+    """Return ``value`` if it can be sent as a ``Cache-Control`` header, else raise.
+
+    Raises :class:`ValueError` naming the value when it is empty or holds anything but
+    printable ASCII (a CR/LF would split the header).
+    """
+    if not value.strip() or not all(" " <= char <= "~" for char in value):
+        raise ValueError(
+            f"invalid Cache-Control value {value!r}: it must be non-empty printable ASCII"
+        )
+    return value.strip()
 
 
 def _sse_event(data: str, event: str) -> bytes:
@@ -155,6 +174,13 @@ class DurableStreamsApp:
     and ``sse_reconnect_interval`` are seconds; ``max_body_size`` bounds PUT/POST bodies
     (413 beyond it, detected without buffering the excess); ``max_read_bytes`` bounds one
     catch-up response (a read returns at least one whole append).
+
+    ``cache_control`` is the ``Cache-Control`` of cacheable responses: catch-up reads and
+    long-poll responses with data (200 and 304). The protocol's default is
+    :data:`DEFAULT_CACHE_CONTROL`; use ``"private, max-age=60, stale-while-revalidate=300"``
+    for user-specific streams, or e.g. a longer ``s-maxage`` for a CDN. The other responses
+    keep the values the protocol fixes: ``no-store`` on HEAD, ``offset=now``, long-poll 204
+    and errors, ``no-cache`` on SSE.
     """
 
     def __init__(
@@ -165,14 +191,14 @@ class DurableStreamsApp:
         sse_reconnect_interval: float = 60.0,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_read_bytes: int = 1024 * 1024,
-        cache_control: str = _CACHEABLE,
+        cache_control: str = DEFAULT_CACHE_CONTROL,
     ) -> None:
         self.storage = storage
         self.long_poll_timeout = long_poll_timeout
         self.sse_reconnect_interval = sse_reconnect_interval
         self.max_body_size = max_body_size
         self.max_read_bytes = max_read_bytes
-        self.cache_control = cache_control
+        self.cache_control = check_cache_control(cache_control)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope (``http`` only)."""
@@ -564,19 +590,23 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     max_read_bytes: int = 1024 * 1024,
     sweep_interval: float = 1.0,
+    cache_control: str = DEFAULT_CACHE_CONTROL,
 ) -> Starlette:
     """A Starlette app serving Durable Streams at ``/v1/stream/<path>``.
 
     ``storage`` is an engine name (opened in the app's lifespan, which also runs the TTL
     sweeper) or an engine you opened yourself (its lifetime stays yours). Mounting this app
     inside another Starlette/FastAPI app skips its lifespan; there, open the storage in your
-    own lifespan and mount :class:`DurableStreamsApp` instead.
+    own lifespan and mount :class:`DurableStreamsApp` instead. ``cache_control`` overrides
+    the ``Cache-Control`` of cacheable catch-up responses (see :class:`DurableStreamsApp`);
+    a bad value raises :class:`ValueError` here, not at the first request.
     """
     options: dict[str, Any] = {
         "long_poll_timeout": long_poll_timeout,
         "sse_reconnect_interval": sse_reconnect_interval,
         "max_body_size": max_body_size,
         "max_read_bytes": max_read_bytes,
+        "cache_control": check_cache_control(cache_control),
     }
     if isinstance(storage, StreamStorage):
         handler = DurableStreamsApp(storage, **options)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import anyio
 
 from ...storage.open import StorageKind
-from .app import DEFAULT_MAX_BODY_SIZE, create_app
+from .app import DEFAULT_CACHE_CONTROL, DEFAULT_MAX_BODY_SIZE, create_app
 
 __all__ = ["serve"]
 
@@ -52,8 +52,13 @@ def serve(
     sse_reconnect_interval: float = 60.0,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     backend: Literal["trio", "asyncio"] = "trio",
+    cache_control: str = DEFAULT_CACHE_CONTROL,
 ) -> None:
-    """Serve Durable Streams on ``host:port`` until SIGINT/SIGTERM (blocks)."""
+    """Serve Durable Streams on ``host:port`` until SIGINT/SIGTERM (blocks).
+
+    ``cache_control`` is the ``Cache-Control`` of cacheable catch-up responses (see
+    :class:`~resumable_streams.durable.server.DurableStreamsApp`).
+    """
     from hypercorn.config import Config
 
     app = create_app(
@@ -63,6 +68,7 @@ def serve(
         long_poll_timeout=long_poll_timeout,
         sse_reconnect_interval=sse_reconnect_interval,
         max_body_size=max_body_size,
+        cache_control=cache_control,
     )
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
