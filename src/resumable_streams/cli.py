@@ -1,7 +1,8 @@
 """The ``resumable-streams`` command line: a small subcommand dispatcher.
 
 Each subcommand registers itself with :func:`_add_serve`-style helpers that add a parser and
-set ``handler``; :func:`main` parses and calls it.
+set ``handler``; :func:`main` parses and calls it. ``serve`` lives here; the client commands
+(``create``, ``append``, ``tail``, ``head``, ``delete``) live in :mod:`resumable_streams._cli`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from ._cli import add_client_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -128,18 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``resumable-streams``; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot give DATA after an option to ``append URL --opt DATA`` (bpo-15112).
+    if extra and (not hasattr(args, "data") or any(e.startswith("--") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.data = [*args.data, *extra]
     debug = args.verbose or bool(os.environ.get("DEBUG"))
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not debug:
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     handler: Handler = args.handler
     return handler(args)
 
