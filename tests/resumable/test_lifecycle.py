@@ -16,6 +16,7 @@ from resumable_streams import (
     open_resumable_stream_context,
 )
 from resumable_streams.backends.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
+from tests.resumable.conftest import MakeCtx
 
 
 async def numbers(n: int, delay: float = 0.0) -> AsyncIterator[str]:
@@ -126,3 +127,31 @@ async def test_redis_py_clients_asyncio(redis_url: str, key_prefix: str) -> None
     finally:
         await pub.aclose()
         await sub.aclose()
+
+
+@pytest.mark.anyio
+async def test_context_cancelled_from_outside_finishes_streams(make_ctx: MakeCtx) -> None:
+    """Cancelling the scope around the context (a timeout, a shutdown) cancels its
+    producers, which still finish their streams through connections that are still open;
+    a resumer in another context sees the end, and the cancellation stays a cancellation."""
+    after_block: list[str] = []
+    with anyio.fail_after(10):
+        async with make_ctx() as observer:
+            with anyio.CancelScope() as outer:
+                async with make_ctx() as ctx:
+                    stream = await ctx.resumable_stream("s", lambda: numbers(10**9, delay=0.01))
+                    assert isinstance(stream, ResumableStream)
+                    first = await stream.__anext__()
+                    resumed = await observer.resume_existing_stream("s")
+                    assert isinstance(resumed, ResumableStream)
+                    outer.cancel()
+                    await anyio.sleep_forever()
+                after_block.append("ran")  # pragma: no cover - must not run
+            assert outer.cancelled_caught
+            assert after_block == []
+            assert await observer.has_existing_stream("s") == "DONE"
+            text = await resumed.read_all()  # ends: the producer sent DONE
+            assert first == "0,"
+            count = text.count(",")
+            assert count >= 1
+            assert text == "".join(f"{i}," for i in range(count))

@@ -1119,12 +1119,6 @@ async def test_exotic_text(
                 assert_same_text(await resumer.text(), js_slice(full, 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a context cancelled from outside loses the Redis connections before its cancelled "
-    "producers' cleanup runs: the sentinel stays '1' (24 h), listeners get no DONE; on trio an "
-    "ExceptionGroup[ExceptionGroup[ClosedResourceError]] (coredis pub/sub keepalive) can escape",
-)
 async def test_cancelled_python_context_still_finishes_stream_for_node_resumer(
     redis_url: str, key_prefix: str
 ) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Literal, Protocol, cast
 
@@ -206,29 +206,56 @@ class ResumableStreamContext:
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[ResumableStreamContext]:
+        # The backends (and their connection tasks) must outlive the producers: a cancelled
+        # producer still finishes its stream through them. So they run in a shielded scope,
+        # and a cancellation from outside reaches the block's body and the producers through
+        # `relay`, which cancels `body` only; the backends close after the producers are done,
+        # given at most `cleanup_timeout`, and the cancellation then carries on outward.
         if self._cm is not None and self._tg is not None:
             raise ContextNotRunningError("this context is already running")
+        body = anyio.CancelScope()
+        exiting = False
+
+        async def relay() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                if not exiting:
+                    body.cancel()
+
         with unwrap_single():
-            async with AsyncExitStack() as stack:
-                publisher, subscriber = await stack.enter_async_context(
-                    open_backends(self.redis_url, self._given_publisher, self._given_subscriber)
-                )
-                self._publisher = publisher
-                self._mux = ChannelMux(subscriber)
+            async with anyio.create_task_group() as relay_tg:
+                relay_tg.start_soon(relay)
                 try:
-                    with unwrap_single():
-                        async with anyio.create_task_group() as tg:
-                            self._tg = tg
+                    with anyio.CancelScope(shield=True) as keep:
+                        async with open_backends(
+                            self.redis_url, self._given_publisher, self._given_subscriber
+                        ) as (publisher, subscriber):
+                            self._publisher = publisher
+                            self._mux = ChannelMux(subscriber)
                             try:
-                                yield self
+                                with body, unwrap_single():
+                                    async with anyio.create_task_group() as tg:
+                                        self._tg = tg
+                                        try:
+                                            yield self
+                                        finally:
+                                            if self.shutdown_timeout is not None:
+                                                tg.start_soon(
+                                                    self._cancel_after, tg, self.shutdown_timeout
+                                                )
                             finally:
-                                if self.shutdown_timeout is not None:
-                                    tg.start_soon(self._cancel_after, tg, self.shutdown_timeout)
+                                self._tg = None
+                                self._mux = None
+                                self._publisher = None
+                                self._producers.clear()
+                                keep.deadline = anyio.current_time() + self.cleanup_timeout
                 finally:
-                    self._tg = None
-                    self._mux = None
-                    self._publisher = None
-                    self._producers.clear()
+                    exiting = True
+                    relay_tg.cancel_scope.cancel()
+            # Cancelled from outside: the body's scope swallowed the relayed cancellation, so
+            # re-raise the outer one here rather than return as if the block had finished.
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def _cancel_after(self, tg: TaskGroup, delay: float) -> None:
         while self._producers:
