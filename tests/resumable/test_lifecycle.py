@@ -150,6 +150,7 @@ async def test_context_cancelled_from_outside_finishes_streams(make_ctx: MakeCtx
             assert outer.cancelled_caught
             assert after_block == []
             assert await observer.has_existing_stream("s") == "DONE"
+            assert isinstance(resumed, ResumableStream)
             text = await resumed.read_all()  # ends: the producer sent DONE
             assert first == "0,"
             count = text.count(",")
