@@ -13,6 +13,15 @@ The tree::
     │   ├── SlowConsumerError                    a resumer fell too far behind; resume from
     │   │                                        ``.position`` (UTF-16 units)
     │   └── ContextNotRunningError (also RuntimeError)  the context is not running
+    ├── TransportError                           SSE / WebSocket transports and their clients
+    │   │                                        (``url``, ``position``: where to resume)
+    │   ├── TransportProtocolError (also ValueError)  the peer broke the wire protocol
+    │   ├── RequestRejectedError                 the server refused the request (400 / 4400)
+    │   ├── RemoteStreamNotFoundError            no such stream (404 / 4404)
+    │   ├── RemoteStreamFailedError              its producer failed (``failed`` / 4500)
+    │   ├── StreamGoneError                      it finished while this client was away
+    │   │                                        (204 / 4410): the tail may be missing
+    │   └── ReconnectFailedError (also ConnectionError)  reconnects exhausted the policy
     └── DurableStreamError                       Durable Streams (server storage and client)
         └── DurableStreamClientError             the Durable Streams client; carries ``message``,
             │                                    ``status``, ``code``, ``details`` (the server's
@@ -53,6 +62,10 @@ __all__ = [
     "FetchError",
     "InvalidChunkError",
     "ProducerClosedError",
+    "ReconnectFailedError",
+    "RemoteStreamFailedError",
+    "RemoteStreamNotFoundError",
+    "RequestRejectedError",
     "ResumableStreamError",
     "ResumableStreamsError",
     "RetentionGoneError",
@@ -65,7 +78,10 @@ __all__ = [
     "StreamConflictError",
     "StreamConsumedError",
     "StreamExistsError",
+    "StreamGoneError",
     "StreamNotFoundError",
+    "TransportError",
+    "TransportProtocolError",
 ]
 
 
@@ -128,6 +144,47 @@ class SlowConsumerError(ResumableStreamError):
 
 class ContextNotRunningError(ResumableStreamError, RuntimeError):
     """The resumable-stream context was used outside its running block."""
+
+
+class TransportError(ResumableStreamsError):
+    """An error of the SSE / WebSocket transports or their resuming clients.
+
+    ``url`` is the endpoint, ``position`` how far the client got (UTF-16 units): where a new
+    client would resume.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, position: int = 0) -> None:
+        super().__init__(message)
+        self.url = url
+        self.position = position
+
+
+class TransportProtocolError(TransportError, ValueError):
+    """The peer sent something the transport protocol does not allow (the message says what)."""
+
+
+class RequestRejectedError(TransportError):
+    """The server rejected the request as invalid (HTTP 400, close code 4400)."""
+
+
+class RemoteStreamNotFoundError(TransportError):
+    """The server has no such stream (HTTP 404, close code 4404)."""
+
+
+class RemoteStreamFailedError(TransportError):
+    """The stream's producer failed (SSE ``failed`` event, close code 4500)."""
+
+
+class StreamGoneError(TransportError):
+    """The stream finished while the client was disconnected (HTTP 204, close code 4410).
+
+    Finished resumable streams are not kept, so whatever came after ``position`` may be lost
+    (or there may have been nothing left).
+    """
+
+
+class ReconnectFailedError(TransportError, ConnectionError):
+    """Reconnecting failed as often as the retry policy allows; ``__cause__`` is the last error."""
 
 
 class DurableStreamError(ResumableStreamsError):

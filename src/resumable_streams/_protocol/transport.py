@@ -18,8 +18,8 @@ WebSocket (text frames, JSON)::
 
     client -> server   {"position": N}                 once, first: where to start (0 = start)
     server -> client   {"position": P, "text": "..."}  one per chunk, P = position after it
-    server closes      1000 done | 4400 bad request | 4404 not found | 4500 producer failed
-                       | 4503 try again later (resume from your position)
+    server closes      1000 done | 4400 bad request | 4404 not found | 4410 finished before
+                       this connection | 4500 producer failed | 4503 try again later (resume)
 
 :class:`ChunkTracker` is the client half: it checks that every chunk starts exactly where
 the previous one ended and remembers where to resume.
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from ..errors import TransportProtocolError
 from .resumable import utf16_len
 from .sse import encode_event
 
@@ -66,10 +67,6 @@ MAX_POSITION: Final = 2**53 - 1
 MAX_CLOSE_REASON: Final = 123
 
 
-class TransportProtocolError(ValueError):
-    """The peer sent something the transport protocol does not allow (message says what)."""
-
-
 class CloseCode(IntEnum):
     """WebSocket close codes of the resumable-stream protocol."""
 
@@ -81,6 +78,9 @@ class CloseCode(IntEnum):
     """The client's request was invalid (the reason says why); do not retry."""
     NOT_FOUND = 4404
     """No such stream (never created, or expired); do not retry."""
+    GONE = 4410
+    """The stream had finished before this connection: the tail past the client's position
+    may be lost (finished streams are not kept); do not retry."""
     FAILED = 4500
     """The producer failed; the reason carries its error; do not retry."""
     RETRY = 4503
@@ -88,14 +88,20 @@ class CloseCode(IntEnum):
 
 
 _FINAL_CLOSES: Final = frozenset(
-    {CloseCode.DONE, CloseCode.BAD_REQUEST, CloseCode.NOT_FOUND, CloseCode.FAILED}
+    {
+        CloseCode.DONE,
+        CloseCode.BAD_REQUEST,
+        CloseCode.NOT_FOUND,
+        CloseCode.GONE,
+        CloseCode.FAILED,
+    }
 )
 
 
 def is_retryable_close(code: int) -> bool:
     """Whether a client should reconnect (and resume) after a close with ``code``.
 
-    Only the protocol's final codes (1000, 4400, 4404, 4500) and the other 4xxx policy
+    Only the protocol's final codes (1000, 4400, 4404, 4410, 4500) and the other 4xxx policy
     codes stop a client; abnormal closures (1006), 1001, 1011-1014 and 4503 are retried.
     """
     if code in _FINAL_CLOSES:
