@@ -11,6 +11,7 @@ import anyio
 
 from ...storage.open import StorageKind
 from .app import DEFAULT_CACHE_CONTROL, DEFAULT_MAX_BODY_SIZE, create_app
+from .inspector import add_inspector
 
 __all__ = ["serve"]
 
@@ -70,6 +71,7 @@ def serve(
         max_body_size=max_body_size,
         cache_control=cache_control,
     )
+    add_inspector(app)  # the inspector page at /
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
