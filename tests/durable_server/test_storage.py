@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import anyio
 import pytest
 
@@ -9,9 +13,26 @@ from resumable_streams._protocol.durable.model import StreamMeta
 from resumable_streams._protocol.durable.offsets import ZERO, Offset
 from resumable_streams._protocol.durable.parsing import ProducerHeaders
 from resumable_streams._protocol.durable.planning import AppendRequest, CreateRequest, Rejected
-from resumable_streams.storage import StreamStorage
+from resumable_streams.storage import StreamStorage, open_storage
+from resumable_streams.storage.redis import RedisStorage
+from resumable_streams.testing import RedisServer
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def storage(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
+) -> AsyncIterator[StreamStorage]:
+    """Every engine; redis gets a key prefix of its own on the session's redis-server."""
+    if request.param == "redis":
+        prefix = f"test-{uuid.uuid4().hex[:12]}"
+        async with RedisStorage.open(redis_server.url, prefix=prefix) as opened:
+            yield opened
+        return
+    async with open_storage(request.param, data_dir=tmp_path / "data") as other:
+        yield other
+
 
 NOW = 1_000_000.0
 

@@ -68,6 +68,12 @@ class Notifier:
         if event is not None:
             event.set()
 
+    def notify_all(self) -> None:
+        """Wake every waiting reader of every stream (e.g. after wakeups may have been lost)."""
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
 
 @dataclass(frozen=True, slots=True)
 class ReadResult:

@@ -46,7 +46,8 @@ async def open_storage(
     """Open a storage engine; the context owns its sweeper (and writer thread, etc.).
 
     ``kind`` is ``"memory"``, ``"sqlite"`` (needs ``data_dir``) or ``"redis"`` (needs
-    ``redis_url``). Expired streams are also removed lazily on access; the sweeper (every
+    ``redis_url``: ``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://host:port``
+    for a Redis Cluster). Expired streams are also removed lazily on access; the sweeper (every
     ``sweep_interval`` seconds, ``inf`` to disable) reclaims the ones nobody touches.
     """
     async with anyio.create_task_group() as tg:
@@ -64,6 +65,15 @@ async def open_storage(
                 if math.isfinite(sweep_interval):
                     tg.start_soon(_sweep_forever, sqlite_storage, sweep_interval)
                 yield sqlite_storage
+        elif kind == "redis":
+            from .redis import RedisStorage
+
+            if not redis_url:
+                raise ConfigurationError("redis storage needs redis_url")
+            async with RedisStorage.open(redis_url) as redis_storage:
+                if math.isfinite(sweep_interval):
+                    tg.start_soon(_sweep_forever, redis_storage, sweep_interval)
+                yield redis_storage
         else:
             raise ConfigurationError(f"unknown or unavailable storage {kind!r}")
         tg.cancel_scope.cancel()
