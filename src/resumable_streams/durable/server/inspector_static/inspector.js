@@ -16,6 +16,7 @@
 
   const $ = (id) => document.getElementById(id);
   const streams = new Map();
+  let listed = false; // whether the last listing request succeeded
   const tail = {
     name: null,
     kind: "text",
@@ -34,6 +35,7 @@
   }
 
   function shortOffset(offset) {
+    if (offset === "-1") return "0";
     if (!offset || !offset.includes("_")) return offset || "–";
     const [segment, position] = offset.split("_");
     const pos = String(Number(position));
@@ -118,9 +120,11 @@
       const response = await fetch(API, { cache: "no-store" });
       if (!response.ok) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
       render(await response.json());
+      listed = true;
       setStatus($("server-status"), "server connected", "ok");
       if (tail.name === null) selectFromHash();
     } catch (error) {
+      listed = false;
       setStatus($("server-status"), `server unreachable, retrying (${error.message})`, "bad");
     } finally {
       setTimeout(refresh, REFRESH_MS);
@@ -247,7 +251,7 @@
       stopTail();
       tail.pending = [];
       if (tail.closed || tail.name !== name) return;
-      if (streams.size > 0 && !streams.has(name)) {
+      if (listed && !streams.has(name)) {
         setStatus($("tail-status"), "stream not found (deleted or expired?)", "bad");
         addRow(null, null, `stopped: ${name} is no longer listed`, "note");
         return;
