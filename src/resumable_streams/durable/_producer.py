@@ -188,18 +188,22 @@ class IdempotentProducer:
         if self._closed:
             raise ProducerClosedError(f"producer {self.producer_id!r} is closed", url=self.url)
         message = self._encode(data)
-        if not message:
+        size = len(message)
+        if not size:
             raise ValueError("cannot append an empty message")
-        if self._pending.messages and self._pending.size + len(message) > self._max_batch_bytes:
-            self._rotate()
         batch = self._pending
+        if batch.size and batch.size + size > self._max_batch_bytes:
+            self._rotate()
+            batch = self._pending
         batch.messages.append(message)
-        batch.size += len(message)
+        batch.size += size
         if self._idle.is_set():
             self._idle = anyio.Event()
         if batch.size >= self._max_batch_bytes:
             self._rotate()
-        self._wakeup.set()
+        elif batch.size == size:
+            # the first message of a batch starts the linger timer; later ones need no wakeup
+            self._wakeup.set()
         return batch
 
     def _rotate(self) -> None:

