@@ -28,6 +28,7 @@ SUBS: list[tuple[str, str]] = [
     (r"\bawait ", ""),
     (r"\bimport anyio\n", "import time\n"),
     (r"\banyio\.sleep\b", "time.sleep"),
+    (r"\banyio\.Event\b", "threading.Event"),
     (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),

@@ -179,15 +179,10 @@ class IdempotentProducer:
 
     # -- appending -----------------------------------------------------------------------------
 
-    def _encode(self, data: Any) -> bytes:
-        if self._json:
-            return core.encode_json_value(data)
-        return core.encode_append_body(data, self.content_type)
-
     def _add(self, data: Any) -> _Batch:
         if self._closed:
             raise ProducerClosedError(f"producer {self.producer_id!r} is closed", url=self.url)
-        message = self._encode(data)
+        message = core.encode_message(data, self.content_type)
         size = len(message)
         if not size:
             raise ValueError("cannot append an empty message")
@@ -296,7 +291,7 @@ class IdempotentProducer:
 
     async def _send(self, batch: _Batch) -> None:
         key = (batch.epoch, batch.seq)
-        body = core.json_batch_body(batch.messages) if self._json else b"".join(batch.messages)
+        body = core.batch_body(batch.messages, self._json)
         flow_batch = core.Batch(body, batch.epoch, batch.seq)
         flow = core.produce_flow(
             flow_batch,
@@ -415,8 +410,7 @@ class IdempotentProducer:
         await self.flush()
         body = b""
         if data is not None:
-            message = self._encode(data)
-            body = core.json_batch_body([message]) if self._json else message
+            body = core.encode_append_body(data, self.content_type)
         flow_batch = core.Batch(body, self._state.epoch, self._state.next_seq, close=True)
         self._state.next_seq += 1
         flow = core.produce_flow(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import inspect
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -33,6 +34,7 @@ from resumable_streams.durable._types import (
 )
 from resumable_streams.errors import (
     DurableStreamClientError,
+    FetchError,
     StreamConsumedError,
 )
 
@@ -521,6 +523,30 @@ def open_sync_response(
 # ------------------------------------------------------------------------------------------------
 # Handles
 
+DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
+
+
+class _QueuedAppend(core.QueuedAppend):
+    """An append waiting in a handle's batching queue, and how it ended."""
+
+    def __init__(self, message: bytes, content_type: str, seq: str | None) -> None:
+        super().__init__(message, content_type, seq)
+        self.ready = threading.Event()
+        """Set when the append has finished, or when its caller must lead the next batch."""
+        self.done = False
+        self.result: AppendResult | None = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: AppendResult | None, error: BaseException | None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.ready.set()
+
+    def outcome(self) -> AppendResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
 
 class DurableStream:
     """A handle on one stream: create, connect, head, append, close, delete and read it.
@@ -541,8 +567,11 @@ class DurableStream:
         timeout: Any = 30.0,
         retry: core.RetryPolicy | None = None,
         on_error: Callable[[Exception], Any] | None = None,
-        batching: bool = False,
+        batching: bool = True,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     ) -> None:
+        if max_batch_bytes <= 0:
+            raise ValueError(f"max_batch_bytes must be > 0, got {max_batch_bytes!r}")
         self.url = url
         self.headers: dict[str, Any] = dict(headers or {})
         self.params: dict[str, Any] = dict(params or {})
@@ -550,6 +579,10 @@ class DurableStream:
         self.retry = retry if retry is not None else core.RetryPolicy()
         self.on_error = on_error
         self.batching = batching
+        self.max_batch_bytes = max_batch_bytes
+        self._batch_lock = threading.Lock()
+        self._batch_queue: deque[_QueuedAppend] = deque()
+        self._batch_busy = False
         self._timeout = timeout
         self._client, self._owns_client = _make_client(client, timeout)
         self._closed = False
@@ -667,18 +700,84 @@ class DurableStream:
         On a JSON stream a ``str`` / ``bytes`` is taken as already-serialized JSON (the official
         client's convention) and any other value is serialized; nothing is encoded twice.
         ``seq`` is sent as ``Stream-Seq`` (the server rejects a value not above the last one).
+
+        With ``batching`` (the default), appends made while another of this handle's appends
+        is in flight are queued and sent together in the next POST (up to
+        ``max_batch_bytes``); each call returns once its message is stored, with the tail
+        offset after its batch. An append with ``seq`` always travels alone. A batch that
+        fails fails every append in it. An append cancelled before its batch was sent is not
+        sent.
         """
         ctype = content_type or self._ensure_content_type()
-        body = core.encode_append_body(data, ctype)
-        if not body:
+        item = _QueuedAppend(core.encode_message(data, ctype), ctype, seq)
+        if not item.message:
             raise ValueError("cannot append an empty body (use close_stream() to close)")
+        if not self.batching:
+            return self._send_appends([item])
+        with self._batch_lock:
+            self._batch_queue.append(item)
+            lead = not self._batch_busy
+            self._batch_busy = True
+        if not lead:
+            try:
+                item.ready.wait()
+            except BaseException:
+                self._withdraw(item)
+                raise
+            if item.done:
+                return item.outcome()
+        # this caller leads: its append is at the head of the queue
+        with self._batch_lock:
+            batch = core.take_append_batch(self._batch_queue, self.max_batch_bytes)
+        try:
+            result = self._send_appends(batch)
+        except BaseException as exc:
+            error = (
+                exc
+                if isinstance(exc, DurableStreamClientError)
+                else FetchError(
+                    f"the request carrying this append was interrupted ({exc!r}); it may or "
+                    f"may not have been stored: {self.url}",
+                    url=self.url,
+                )
+            )
+            for other in batch:
+                other.finish(None, error)
+            raise
+        else:
+            for other in batch:
+                other.finish(result, None)
+        finally:
+            self._hand_off()
+        return item.outcome()
+
+    def _hand_off(self) -> None:
+        """Wake the next queued append to lead, or mark the handle idle."""
+        with self._batch_lock:
+            if self._batch_queue:
+                self._batch_queue[0].ready.set()
+            else:
+                self._batch_busy = False
+
+    def _withdraw(self, item: _QueuedAppend) -> None:
+        """A queued append was interrupted while waiting: unqueue it unless already sent."""
+        with self._batch_lock:
+            if not self._batch_queue or item not in self._batch_queue:
+                return  # in flight in another caller's batch, or finished
+            was_leader = self._batch_queue[0] is item and item.ready.is_set()
+            self._batch_queue.remove(item)
+        if was_leader:
+            self._hand_off()
+
+    def _send_appends(self, batch: list[_QueuedAppend]) -> AppendResult:
+        first = batch[0]
         request = core.append_request(
             self.url,
-            body,
+            core.batch_body([q.message for q in batch], core.is_json_type(first.content_type)),
             headers=core.resolve_values(self.headers),
             params=core.resolve_values(self.params),
-            content_type=ctype,
-            seq=seq,
+            content_type=first.content_type,
+            seq=first.seq,
         )
         head = self._run(
             core.unary_flow(request, op="append", policy=self.retry, idempotent=False, url=self.url)

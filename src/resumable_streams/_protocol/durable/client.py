@@ -30,9 +30,10 @@ import email.utils
 import json
 import random
 import re
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from resumable_streams._protocol import sse
@@ -72,6 +73,8 @@ __all__ = [
 
 LiveMode: TypeAlias = bool | Literal["long-poll", "sse"]
 """``False``: catch up and stop; ``True`` / ``"long-poll"``: tail by long-poll; ``"sse"``."""
+
+Q = TypeVar("Q", bound="QueuedAppend")
 
 HeaderValue: TypeAlias = "str | Callable[[], str]"
 ParamValue: TypeAlias = "str | Callable[[], str] | None"
@@ -544,14 +547,14 @@ def json_batch_body(messages: Sequence[bytes]) -> bytes:
     return b"[" + b",".join(messages) + b"]"
 
 
-def encode_append_body(data: Any, content_type: str | None) -> bytes:
-    """Encode the POST body for one ``append(data)`` on a stream of ``content_type``.
+def encode_message(data: Any, content_type: str | None) -> bytes:
+    """Encode one message for a stream of ``content_type`` (not yet framed as a POST body).
 
-    JSON streams: one message, wrapped as ``[value]`` so that an array is stored as one message
-    (servers flatten one level). Other streams: ``bytes`` as is, ``str`` as UTF-8.
+    JSON streams: the message's JSON text (see :func:`encode_json_value`). Other streams:
+    ``bytes`` as is, ``str`` as UTF-8.
     """
     if is_json_type(content_type):
-        return json_batch_body([encode_json_value(data)])
+        return encode_json_value(data)
     if isinstance(data, str):
         return data.encode("utf-8")
     if isinstance(data, bytes | bytearray | memoryview):
@@ -560,6 +563,52 @@ def encode_append_body(data: Any, content_type: str | None) -> bytes:
         f"a {media_type(content_type) or 'non-JSON'} stream takes bytes or str, "
         f"not {type(data).__name__}"
     )
+
+
+def batch_body(messages: Sequence[bytes], json_mode: bool) -> bytes:
+    """One POST body carrying ``messages`` (from :func:`encode_message`), one message each.
+
+    JSON streams: an array (servers flatten one level, so an array message stays one
+    message). Other streams: the bytes concatenated.
+    """
+    return json_batch_body(messages) if json_mode else b"".join(messages)
+
+
+def encode_append_body(data: Any, content_type: str | None) -> bytes:
+    """Encode the POST body for one ``append(data)`` on a stream of ``content_type``."""
+    return batch_body([encode_message(data, content_type)], is_json_type(content_type))
+
+
+@dataclass(eq=False)
+class QueuedAppend:
+    """One ``append()`` waiting in a handle's batching queue (drivers add their own fields)."""
+
+    message: bytes
+    content_type: str
+    seq: str | None = None
+
+
+def take_append_batch(queue: deque[Q], max_bytes: int) -> list[Q]:
+    """Pop the appends that go into the next POST from the head of ``queue``.
+
+    Consecutive appends of one content type, up to ``max_bytes`` (at least one). An append
+    with a ``Stream-Seq`` always travels alone, so that the server checks every ``seq`` and a
+    rejected one fails only its own append.
+    """
+    first = queue.popleft()
+    batch = [first]
+    if first.seq is not None:
+        return batch
+    size = len(first.message)
+    while queue:
+        nxt = queue[0]
+        if nxt.seq is not None or nxt.content_type != first.content_type:
+            break
+        size += len(nxt.message)
+        if size > max_bytes:
+            break
+        batch.append(queue.popleft())
+    return batch
 
 
 # --------------------------------------------------------------------------------------------
