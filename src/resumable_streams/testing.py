@@ -5,6 +5,13 @@ The project's own tests and benchmarks use these, and so can yours::
     with RedisServer() as server:
         ctx = create_resumable_stream_context(redis_url=server.url)
 
+:class:`RedisCluster` starts a small real Redis Cluster the same way (``redis-server`` with
+``--cluster-enabled yes`` on free ports, joined by ``redis-cli --cluster create``).
+
+:class:`TCPProxy` is a loopback TCP proxy the tests control: it forwards connections to a
+server and cuts them on demand (or after a byte budget), which is how the transport tests
+drop connections mid-stream.
+
 Nothing here is imported by the library itself.
 """
 
@@ -15,10 +22,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisServer", "RedisServerMissingError", "free_port"]
+import anyio
+import anyio.abc
+
+__all__ = ["RedisServer", "RedisServerMissingError", "TCPProxy", "free_port"]
 
 
 class RedisServerMissingError(RuntimeError):
@@ -133,3 +144,194 @@ class RedisServer:
     ) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class TCPProxy:
+    """A loopback TCP proxy (anyio: trio or asyncio) that cuts connections when told to.
+
+    ::
+
+        async with TCPProxy("127.0.0.1", server_port) as proxy:
+            url = f"http://127.0.0.1:{proxy.port}/..."
+            proxy.cut_after(4096)   # every new connection dies after 4 KiB from the server
+            proxy.cut_all()         # drop every open connection now
+
+    A cut closes both sides at once, mid-message if need be (the client sees a reset or
+    EOF, the server a broken pipe). ``cut_after(n)`` applies to each connection accepted
+    afterwards (``None`` = never); ``next_budget`` may instead be a callable returning the
+    budget per connection. :attr:`accepted` counts connections, :attr:`cuts` the cut ones.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.port = 0
+        self.accepted = 0
+        self.cuts = 0
+        self.budget: Callable[[int], int | None] = lambda _index: None
+        self._scopes: set[anyio.CancelScope] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+
+    def cut_after(self, nbytes: int | None) -> None:
+        """Cut each later connection after ``nbytes`` bytes from the server (``None``: never)."""
+        self.budget = lambda _index: nbytes
+
+    def cut_all(self) -> None:
+        """Cut every open connection now."""
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def __aenter__(self) -> TCPProxy:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        self._listener = listener
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(listener.serve, self._handle)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        assert self._listener is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            await self._listener.aclose()
+
+    async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        index = self.accepted
+        self.accepted += 1
+        budget = self.budget(index)
+        try:
+            server = await anyio.connect_tcp(self.target_host, self.target_port)
+        except OSError:
+            await anyio.aclose_forcefully(client)
+            return
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._pump, client, server, None, tg.cancel_scope)
+                    tg.start_soon(self._pump, server, client, budget, tg.cancel_scope)
+            finally:
+                self._scopes.discard(scope)
+        if scope.cancel_called:
+            self.cuts += 1
+        await anyio.aclose_forcefully(client)
+        await anyio.aclose_forcefully(server)
+
+    async def _pump(
+        self,
+        source: anyio.abc.SocketStream,
+        sink: anyio.abc.SocketStream,
+        budget: int | None,
+        scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            while True:
+                data = await source.receive(65536)
+                if budget is not None:
+                    data = data[:budget]
+                    budget -= len(data)
+                await sink.send(data)
+                if budget == 0:
+                    self.cuts += 1
+                    break
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        # Either side ending (or the budget) ends the whole connection.
+        scope.cancel()
+
+
+class RedisCluster:
+    """A throw-away Redis Cluster: ``size`` primaries, no replicas, on free loopback ports.
+
+    Each node is a :class:`RedisServer` with ``--cluster-enabled yes``; :meth:`start` joins
+    them with ``redis-cli --cluster create`` and waits until every node reports
+    ``cluster_state:ok``. :attr:`url` is ``redis+cluster://127.0.0.1:<port of node 0>``, the
+    form the Durable Streams Redis engine takes for a cluster. Use it as a context manager.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RedisServerMissingError(
+                "redis-cli is not installed or not on PATH; install it with redis-server "
+                "(Debian/Ubuntu: `apt-get install -y redis-server`)"
+            )
+        self._cli = cli
+        self.nodes = [
+            RedisServer(
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(free_port()),  # not port + 10000, which may not exist
+                    "--cluster-node-timeout",
+                    "5000",
+                )
+            )
+            for _ in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL naming the first node."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node, create the cluster, and wait until it serves all slots."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        created = subprocess.run(
+            [self._cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
+             "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}")
+        deadline = time.monotonic() + timeout
+        while not all(self._state_ok(node.port) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster not ok within {timeout}s")
+            time.sleep(0.05)
+
+    def _state_ok(self, port: int) -> bool:
+        info = subprocess.run(
+            [self._cli, "-p", str(port), "cluster", "info"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+        return "cluster_state:ok" in info.stdout
+
+    def stop(self) -> None:
+        """Stop every node (idempotent)."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for node in self.nodes:
+            node.__exit__(exc_type, exc, tb)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from resumable_streams.testing import RedisServer
+
 from .conftest import REPO_ROOT, ServerProcess
 
 RUN_SH = REPO_ROOT.parent / "shared" / "tools" / "ds-conformance" / "run.sh"
@@ -22,9 +24,19 @@ RUN_SH = REPO_ROOT.parent / "shared" / "tools" / "ds-conformance" / "run.sh"
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("engine", ["memory", "sqlite"])
+@pytest.mark.parametrize("engine", ["memory", "sqlite", "redis"])
 def test_conformance_suite(
     engine: str, tmp_path: Path, server_factory: type[ServerProcess]
+) -> None:
+    if engine == "redis":
+        with RedisServer() as redis:  # a fresh redis-server for this run
+            _run_suite(engine, tmp_path, server_factory, "--redis-url", redis.url)
+    else:
+        _run_suite(engine, tmp_path, server_factory)
+
+
+def _run_suite(
+    engine: str, tmp_path: Path, server_factory: type[ServerProcess], *extra: str
 ) -> None:
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
@@ -32,7 +44,13 @@ def test_conformance_suite(
     if not RUN_SH.is_file():
         pytest.fail(f"conformance runner not found at {RUN_SH} (shared/ must sit beside the repo)")
     server = server_factory(
-        "--storage", engine, "--data-dir", str(tmp_path / "data"), "--long-poll-timeout", "0.5"
+        "--storage",
+        engine,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--long-poll-timeout",
+        "0.5",
+        *extra,
     )
     server.start()
     env = {**os.environ, "LONG_POLL_TIMEOUT_MS": "500"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -15,19 +15,28 @@ from resumable_streams._protocol.durable.parsing import ProducerHeaders
 from resumable_streams._protocol.durable.planning import AppendRequest, CreateRequest, Rejected
 from resumable_streams.storage import StreamStorage, open_storage
 from resumable_streams.storage.redis import RedisStorage
-from resumable_streams.testing import RedisServer
+from resumable_streams.testing import RedisCluster
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-async def storage(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
-) -> AsyncIterator[StreamStorage]:
-    """Every engine; redis gets a key prefix of its own on the session's redis-server."""
-    if request.param == "redis":
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real 3-node Redis Cluster on loopback, for the storage suite's cluster run."""
+    with RedisCluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StreamStorage]:
+    """Every engine; redis gets a key prefix of its own (on one server, and on a cluster)."""
+    if request.param.startswith("redis"):
+        if request.param == "redis":
+            url = request.getfixturevalue("redis_server").url
+        else:
+            url = request.getfixturevalue("redis_cluster").url
         prefix = f"test-{uuid.uuid4().hex[:12]}"
-        async with RedisStorage.open(redis_server.url, prefix=prefix) as opened:
+        async with RedisStorage.open(url, prefix=prefix) as opened:
             yield opened
         return
     async with open_storage(request.param, data_dir=tmp_path / "data") as other:

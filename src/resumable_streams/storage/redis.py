@@ -42,12 +42,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
 import coredis
 import coredis.exceptions
+from coredis.connection import TCPLocation
 from coredis.tokens import PureToken
 
 from .._protocol.durable.model import (
@@ -88,7 +89,7 @@ T = TypeVar("T")
 
 _MAX_ATTEMPTS: Final = 100
 _SWEEP_BATCH: Final = 500
-_CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
 
 # Load one stream's snapshot: metadata, version, last access, the asked-for producer states
 # and the records starting at the asked-for positions.
@@ -207,6 +208,34 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rpartition("@")
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+def _cluster_client(url: str, shown: str) -> Any:
+    """A cluster client for ``redis+cluster://[user:password@]host:port[,host:port...]``."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    nodes: list[TCPLocation] = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"bad cluster node {item!r} in Redis URL {shown!r}")
+        nodes.append(TCPLocation(host.strip("[]"), int(port)))
+    return coredis.RedisCluster(
+        startup_nodes=nodes,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme.lower() == "rediss+cluster",
+        decode_responses=False,
+        connect_timeout=5,
+        stream_timeout=30,
+    )
+
+
+def _close_cluster_layout(client: Any) -> None:
+    """Close the error stream coredis 6.9's cluster layout never closes (a ResourceWarning)."""
+    layout = getattr(getattr(client, "connection_pool", None), "cluster_layout", None)
+    for stream in getattr(layout, "_error_stream", ()):
+        stream.close()
 
 
 def _hash_tag(name: str) -> str:
@@ -387,10 +416,7 @@ class RedisStorage(StreamStorage):
         scheme = url.partition("://")[0].lower()
         shown = redact_url(url)
         if scheme in _CLUSTER_SCHEMES:
-            plain = _CLUSTER_SCHEMES[scheme] + url[len(scheme) :]
-            client: Any = coredis.RedisCluster.from_url(
-                plain, decode_responses=False, connect_timeout=5, stream_timeout=30
-            )
+            client: Any = _cluster_client(url, shown)
             cluster = True
         elif scheme in ("redis", "rediss", "unix"):
             client = coredis.Redis.from_url(
@@ -403,6 +429,16 @@ class RedisStorage(StreamStorage):
                 "redis+cluster:// or rediss+cluster://"
             )
         storage = cls(client, prefix=prefix, cluster=cluster)
+        try:
+            async with storage._run(client, shown) as running:
+                yield running
+        finally:
+            if cluster:
+                _close_cluster_layout(client)
+
+    @asynccontextmanager
+    async def _run(self, client: Any, shown: str) -> AsyncIterator[RedisStorage]:
+        storage = self
         async with client:
             try:
                 with anyio.fail_after(15):
