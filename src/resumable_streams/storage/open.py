@@ -12,6 +12,7 @@ from typing import Literal
 
 import anyio
 
+from .._core.groups import unwrap_single
 from ..errors import ConfigurationError
 from .base import StreamStorage
 from .memory import MemoryStorage
@@ -50,30 +51,36 @@ async def open_storage(
     for a Redis Cluster). Expired streams are also removed lazily on access; the sweeper (every
     ``sweep_interval`` seconds, ``inf`` to disable) reclaims the ones nobody touches.
     """
-    async with anyio.create_task_group() as tg:
-        if kind == "memory":
-            storage: StreamStorage = MemoryStorage()
+    engine = _open_engine(kind, data_dir=data_dir, redis_url=redis_url)
+    with unwrap_single():
+        async with engine as storage, anyio.create_task_group() as tg:
             if math.isfinite(sweep_interval):
                 tg.start_soon(_sweep_forever, storage, sweep_interval)
-            yield storage
-        elif kind == "sqlite":
-            from .sqlite import SqliteStorage
+            try:
+                yield storage
+            finally:
+                tg.cancel_scope.cancel()
 
-            if data_dir is None:
-                raise ConfigurationError("sqlite storage needs data_dir")
-            async with SqliteStorage.open(data_dir) as sqlite_storage:
-                if math.isfinite(sweep_interval):
-                    tg.start_soon(_sweep_forever, sqlite_storage, sweep_interval)
-                yield sqlite_storage
-        elif kind == "redis":
-            from .redis import RedisStorage
 
-            if not redis_url:
-                raise ConfigurationError("redis storage needs redis_url")
-            async with RedisStorage.open(redis_url) as redis_storage:
-                if math.isfinite(sweep_interval):
-                    tg.start_soon(_sweep_forever, redis_storage, sweep_interval)
-                yield redis_storage
-        else:
-            raise ConfigurationError(f"unknown or unavailable storage {kind!r}")
-        tg.cancel_scope.cancel()
+@asynccontextmanager
+async def _open_engine(
+    kind: StorageKind, *, data_dir: str | Path | None, redis_url: str | None
+) -> AsyncIterator[StreamStorage]:
+    if kind == "memory":
+        yield MemoryStorage()
+    elif kind == "sqlite":
+        from .sqlite import SqliteStorage
+
+        if data_dir is None:
+            raise ConfigurationError("sqlite storage needs data_dir")
+        async with SqliteStorage.open(data_dir) as sqlite_storage:
+            yield sqlite_storage
+    elif kind == "redis":
+        from .redis import RedisStorage
+
+        if not redis_url:
+            raise ConfigurationError("redis storage needs redis_url")
+        async with RedisStorage.open(redis_url) as redis_storage:
+            yield redis_storage
+    else:
+        raise ConfigurationError(f"unknown or unavailable storage {kind!r}")

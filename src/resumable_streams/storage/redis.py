@@ -51,6 +51,7 @@ import coredis.exceptions
 from coredis.connection import TCPLocation
 from coredis.tokens import PureToken
 
+from .._core.groups import unwrap_single
 from .._protocol.durable.model import (
     ProducerState,
     Record,
@@ -438,19 +439,23 @@ class RedisStorage(StreamStorage):
 
     @asynccontextmanager
     async def _run(self, client: Any, shown: str) -> AsyncIterator[RedisStorage]:
-        storage = self
-        async with client:
-            try:
-                with anyio.fail_after(15):
-                    await client.ping()
-            except (coredis.exceptions.RedisError, OSError, TimeoutError) as exc:
-                raise BackendUnavailableError(f"cannot reach Redis at {shown}: {exc}") from exc
-            async with anyio.create_task_group() as tg:
-                await tg.start(storage._listen)
+        failure: BaseException | None = None
+        with unwrap_single():
+            async with client:
                 try:
-                    yield storage
-                finally:
-                    tg.cancel_scope.cancel()
+                    with anyio.fail_after(15):
+                        await client.ping()
+                except (coredis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                    failure = exc
+                if failure is None:
+                    async with anyio.create_task_group() as tg:
+                        await tg.start(self._listen)
+                        try:
+                            yield self
+                        finally:
+                            tg.cancel_scope.cancel()
+        if failure is not None:  # raised here, outside every task group: not wrapped
+            raise BackendUnavailableError(f"cannot reach Redis at {shown}: {failure}") from failure
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         pubsub = self.client.pubsub(channels=[self.channel])
