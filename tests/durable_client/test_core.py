@@ -401,3 +401,151 @@ def test_producer_state_round_trip() -> None:
     assert core.ProducerState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
     with pytest.raises(ValueError):
         core.ProducerState.from_dict({"producer_id": "", "epoch": 0, "next_seq": 0})
+
+
+# -- large catch-up bodies in pieces ------------------------------------------------------------
+
+
+def rechunk(data: bytes, cuts: list[int]) -> list[bytes]:
+    cuts = sorted({c for c in cuts if 0 < c < len(data)})
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+@given(
+    st.lists(json_values, max_size=30),
+    st.integers(1, 64),
+    st.lists(st.integers(0, 4000), max_size=12),
+    st.sampled_from(["", " ", "\n  "]),
+)
+def test_json_body_is_cut_between_messages(
+    messages: list[Any], max_bytes: int, cuts: list[int], ws: str
+) -> None:
+    sep = f"{ws},{ws}"
+    body = f"{ws}[{ws}{sep.join(json.dumps(m) for m in messages)}{ws}]{ws}".encode()
+    splitter = core._BodySplitter(max_bytes, json_mode=True)
+    pieces = [p for c in rechunk(body, cuts) for p in splitter.feed(c)]
+    rest = splitter.end()
+    got = [m for p in [*pieces, rest] if p for m in core.decode_json_batch(p)]
+    assert got == messages
+    assert all(core.decode_json_batch(p) for p in pieces)  # no empty piece before the end
+    longest = max((len(json.dumps(m)) for m in messages), default=0)
+    assert all(len(p) <= max_bytes + longest + 2 * len(sep) + 2 for p in pieces)
+
+
+@given(st.binary(max_size=300), st.integers(1, 50), st.lists(st.integers(0, 300), max_size=10))
+def test_byte_body_is_cut_into_bounded_pieces(body: bytes, max_bytes: int, cuts: list[int]) -> None:
+    splitter = core._BodySplitter(max_bytes, json_mode=False)
+    chunks = rechunk(body, cuts)
+    pieces = [p for c in chunks for p in splitter.feed(c)]
+    assert b"".join([*pieces, splitter.end()]) == body
+    assert all(len(p) == max_bytes for p in pieces)
+
+
+def test_a_long_json_message_is_not_reparsed_for_every_chunk() -> None:
+    big = json.dumps(["x" * 100_000]).encode()
+    splitter = core._BodySplitter(10, json_mode=True)
+    for i in range(0, len(big), 100):
+        assert splitter.feed(big[i : i + 100]) == []
+    assert splitter._next_try > 10  # backed off: the next attempt waits for twice the text
+    assert core.decode_json_batch(splitter.end()) == ["x" * 100_000]
+
+
+def test_non_array_json_body_is_handed_on_whole() -> None:
+    splitter = core._BodySplitter(4, json_mode=True)
+    assert splitter.feed(b'{"a": 1, "b": [1, 2, 3]}') == []
+    assert splitter.end() == b'{"a": 1, "b": [1, 2, 3]}'
+
+
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_large_body_streams_and_a_broken_one_resumes_without_duplicates(json_mode: bool) -> None:
+    messages = [{"i": i, "pad": "p" * 20} for i in range(40)]
+    body = json.dumps(messages).encode() if json_mode else bytes(range(256)) * 4
+    ct = "application/json" if json_mode else "application/octet-stream"
+    opts = core.ReadOptions(URL, live=False, max_chunk_bytes=100, policy=NO_JITTER)
+    chunks = rechunk(body, list(range(64, len(body), 64)))
+    first_try = chunks[: len(chunks) // 2]  # the connection breaks halfway through
+    events = read_actions(
+        opts,
+        [
+            head(200, ct=ct, stream_next_offset="9", stream_up_to_date="true"),
+            *first_try,
+            core.Failure(OSError("reset")),
+            head(200, ct=ct, stream_next_offset="9", stream_up_to_date="true"),
+            *chunks,
+            b"",
+        ],
+    )
+    assert len(events) > 3
+    assert all(e.next_offset == "-1" and not e.up_to_date for e in events[:-1])
+    assert (events[-1].next_offset, events[-1].up_to_date) == ("9", True)
+    if json_mode:
+        assert [m for e in events for m in core.decode_json_batch(e.data)] == messages
+    else:
+        assert b"".join(e.data for e in events) == body
+
+
+def test_if_none_match_first_request_only_and_304_ends_the_session() -> None:
+    opts = core.ReadOptions(URL, live="long-poll", if_none_match='"e1"')
+    flow = core.read_flow(opts)
+    action = next(flow)
+    assert isinstance(action, core.Send)
+    assert action.request.header("If-None-Match") == '"e1"'
+    action = flow.send(head(304, etag='"e1"'))
+    assert isinstance(action, core.CloseResponse)
+    with pytest.raises(StopIteration):
+        flow.send(None)
+    # a 200 instead: the read goes on, unconditionally
+    events = read_actions(
+        opts,
+        [
+            head(200, stream_next_offset="1", ct="text/plain"),
+            b"new",
+            b"",
+            head(204, stream_next_offset="1", stream_closed="true"),
+            b"",
+        ],
+    )
+    assert events[0].data == b"new"
+
+
+# -- forks, handle batching ---------------------------------------------------------------------
+
+
+def test_fork_request_headers() -> None:
+    fork = core.ForkFrom("http://h/v1/stream/src", "0_5", 2)
+    req = core.create_request(
+        URL,
+        headers={},
+        params={},
+        content_type=None,
+        ttl_seconds=None,
+        expires_at=None,
+        body=None,
+        closed=False,
+        fork=fork,
+    )
+    assert req.header("Stream-Forked-From") == "/v1/stream/src"
+    assert req.header("Stream-Fork-Offset") == "0_5"
+    assert req.header("Stream-Fork-Sub-Offset") == "2"
+    assert req.header("Content-Type") is None  # a fork inherits its source's type
+    with pytest.raises(ValueError, match="-1"):
+        core.ForkFrom("/v1/stream/src", sub_offset=-1).headers()
+
+
+def test_take_append_batch() -> None:
+    from collections import deque
+
+    q = deque(
+        [
+            core.QueuedAppend(b"a", "text/plain"),
+            core.QueuedAppend(b"bb", "text/plain"),
+            core.QueuedAppend(b"c", "application/json"),
+            core.QueuedAppend(b"d", "application/json", seq="1"),
+            core.QueuedAppend(b"e", "application/json"),
+            core.QueuedAppend(b"ffff", "application/json"),
+        ]
+    )
+    batches = []
+    while q:
+        batches.append([x.message for x in core.take_append_batch(q, max_bytes=4)])
+    assert batches == [[b"a", b"bb"], [b"c"], [b"d"], [b"e"], [b"ffff"]]

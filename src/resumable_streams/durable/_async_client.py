@@ -356,6 +356,16 @@ class AsyncStreamResponse:
         """The stream's content type, from the first response."""
         return self.headers.get("content-type")
 
+    @property
+    def etag(self) -> str | None:
+        """``ETag`` of the latest response (for ``if_none_match=`` on a later read)."""
+        return self.headers.get("etag")
+
+    @property
+    def not_modified(self) -> bool:
+        """Whether the server answered ``304`` to ``if_none_match=``: your copy is current."""
+        return self.status == 304
+
     # -- consumption ---------------------------------------------------------------------------
 
     def _consume(self, method: str) -> None:
@@ -525,8 +535,14 @@ async def open_async_response(
     client: httpx2.AsyncClient | None = None,
     timeout: Any = None,  # noqa: ASYNC109 - the HTTP client's timeout, as in httpx
     retry: core.RetryPolicy | None = None,
+    if_none_match: str | None = None,
+    max_chunk_bytes: int = core.DEFAULT_MAX_CHUNK_BYTES,
 ) -> AsyncStreamResponse:
     """Open a read session and make its first request (so 404 and friends raise here)."""
+    if isinstance(max_chunk_bytes, bool) or not isinstance(max_chunk_bytes, int):
+        raise TypeError(f"max_chunk_bytes must be an int, got {max_chunk_bytes!r}")
+    if max_chunk_bytes <= 0:
+        raise ValueError(f"max_chunk_bytes must be > 0, got {max_chunk_bytes!r}")
     options = core.ReadOptions(
         url=url,
         offset=offset,
@@ -536,6 +552,8 @@ async def open_async_response(
         params=params,
         policy=retry if retry is not None else core.RetryPolicy(),
         has_on_error=on_error is not None,
+        if_none_match=if_none_match,
+        max_chunk_bytes=max_chunk_bytes,
     )
     core.read_request(options, options.offset or h.OFFSET_BEGINNING, None, None)  # validate
     response = AsyncStreamResponse(options, client=client, timeout=timeout, on_error=on_error)
@@ -619,6 +637,20 @@ class AsyncDurableStream:
         return await AsyncFlowRunner(self._client, flow).run()
 
     @classmethod
+    async def _opened(
+        cls, url: str, kwargs: dict[str, Any], first: Callable[[AsyncDurableStream], Any]
+    ) -> AsyncDurableStream:
+        """A new handle on which ``await first(handle)`` succeeded (else it is closed)."""
+        handle = cls(url, **kwargs)
+        try:
+            await first(handle)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await handle.aclose()
+            raise
+        return handle
+
+    @classmethod
     async def create(
         cls,
         url: str,
@@ -628,35 +660,87 @@ class AsyncDurableStream:
         expires_at: str | None = None,
         body: Any = None,
         closed: bool = False,
+        forked_from: str | None = None,
+        fork_offset: str | None = None,
+        fork_sub_offset: int | None = None,
         **kwargs: Any,
     ) -> AsyncDurableStream:
-        """Create the stream (idempotent if it exists with the same configuration)."""
-        handle = cls(url, content_type=content_type, **kwargs)
-        try:
-            await handle.create_stream(
+        """Create the stream (idempotent if it exists with the same configuration).
+
+        ``forked_from`` (a stream URL or path) creates it as a fork of that stream: its data up
+        to ``fork_offset`` (default: the source's tail), plus ``fork_sub_offset`` messages /
+        bytes, then its own appends. A fork inherits the source's content type. ``kwargs`` go
+        to the constructor (``headers``, ``params``, ``client``, ``timeout``...).
+        """
+        return await cls._opened(
+            url,
+            {"content_type": content_type, **kwargs},
+            lambda handle: handle.create_stream(
                 content_type=content_type,
                 ttl_seconds=ttl_seconds,
                 expires_at=expires_at,
                 body=body,
                 closed=closed,
-            )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await handle.aclose()
-            raise
-        return handle
+                forked_from=forked_from,
+                fork_offset=fork_offset,
+                fork_sub_offset=fork_sub_offset,
+            ),
+        )
 
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> AsyncDurableStream:
         """Open a handle on an existing stream (checked with ``HEAD``; learns its type)."""
-        handle = cls(url, **kwargs)
-        try:
-            await handle.head()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await handle.aclose()
-            raise
-        return handle
+        return await cls._opened(url, kwargs, lambda handle: handle.head())
+
+    @classmethod
+    async def head_static(cls, url: str, **kwargs: Any) -> HeadResult:
+        """``HEAD`` a stream without keeping a handle (``kwargs`` as for the constructor)."""
+        async with cls(url, **kwargs) as handle:
+            return await handle.head()
+
+    @classmethod
+    async def delete_static(cls, url: str, **kwargs: Any) -> None:
+        """``DELETE`` a stream without keeping a handle (``kwargs`` as for the constructor)."""
+        async with cls(url, **kwargs) as handle:
+            await handle.delete()
+
+    async def fork(
+        self,
+        url: str,
+        *,
+        offset: str | None = None,
+        sub_offset: int | None = None,
+        ttl_seconds: int | None = None,
+        expires_at: str | None = None,
+        closed: bool = False,
+        **kwargs: Any,
+    ) -> AsyncDurableStream:
+        """Create a fork of this stream at ``url`` and return a handle on it.
+
+        The fork reads as this stream's data up to ``offset`` (default: the tail now; plus
+        ``sub_offset`` JSON messages or bytes), followed by its own appends; appends to either
+        stream do not show in the other. The new handle uses this one's HTTP client, headers,
+        params and retry policy unless ``kwargs`` say otherwise. Deleting a stream that has
+        forks makes it gone (410) for readers while its forks live on.
+        """
+        for name, value in (
+            ("headers", self.headers),
+            ("params", self.params),
+            ("client", self._client),
+            ("retry", self.retry),
+            ("batching", self.batching),
+        ):
+            kwargs.setdefault(name, value)
+        return await type(self).create(
+            url,
+            ttl_seconds=ttl_seconds,
+            expires_at=expires_at,
+            closed=closed,
+            forked_from=self.url,
+            fork_offset=offset,
+            fork_sub_offset=sub_offset,
+            **kwargs,
+        )
 
     async def create_stream(
         self,
@@ -666,10 +750,27 @@ class AsyncDurableStream:
         expires_at: str | None = None,
         body: Any = None,
         closed: bool = False,
+        forked_from: str | None = None,
+        fork_offset: str | None = None,
+        fork_sub_offset: int | None = None,
     ) -> None:
-        """``PUT``: create this stream."""
-        ctype = content_type or self.content_type or h.DEFAULT_CONTENT_TYPE
-        payload = core.encode_append_body(body, ctype) if body is not None else None
+        """``PUT``: create this stream (see :meth:`create`)."""
+        fork = None
+        if forked_from is not None:
+            fork = core.ForkFrom(forked_from, fork_offset, fork_sub_offset)
+        elif fork_offset is not None or fork_sub_offset is not None:
+            raise ValueError(
+                f"fork_offset={fork_offset!r} / fork_sub_offset={fork_sub_offset!r} need "
+                "forked_from= (the source stream)"
+            )
+        ctype = content_type or self.content_type
+        if ctype is None and fork is None:
+            ctype = h.DEFAULT_CONTENT_TYPE
+        payload = None
+        if body is not None:
+            if ctype is None:
+                raise ValueError("a fork created with body= needs content_type= to encode it")
+            payload = core.encode_append_body(body, ctype)
         request = core.create_request(
             self.url,
             headers=core.resolve_values(self.headers),
@@ -679,11 +780,12 @@ class AsyncDurableStream:
             expires_at=expires_at,
             body=payload,
             closed=closed,
+            fork=fork,
         )
-        await self._run(
+        head = await self._run(
             core.unary_flow(request, op="create", policy=self.retry, idempotent=True, url=self.url)
         )
-        self.content_type = ctype
+        self.content_type = head.get("content-type") or ctype
 
     async def head(self) -> HeadResult:
         """``HEAD``: the stream's metadata (tail offset, closed flag, TTL, expiry...)."""
@@ -851,10 +953,14 @@ class AsyncDurableStream:
         headers: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         on_error: Callable[[Exception], Any] | None = None,
+        **options: Any,
     ) -> AsyncStreamSession:
-        """Read the stream (see :func:`astream`); uses this handle's client and headers."""
+        """Read the stream (see :func:`astream`); uses this handle's client and headers.
+
+        ``options``: ``if_none_match``, ``max_chunk_bytes`` (as for :func:`astream`).
+        """
         return AsyncStreamSession(
-            lambda: self._open(offset, live, cursor, headers, params, on_error)
+            lambda: self._open(offset, live, cursor, headers, params, on_error, options)
         )
 
     # unasync: end-async-only
@@ -867,9 +973,13 @@ class AsyncDurableStream:
     # unasync:     headers: Mapping[str, Any] | None = None,
     # unasync:     params: Mapping[str, Any] | None = None,
     # unasync:     on_error: Callable[[Exception], Any] | None = None,
+    # unasync:     **options: Any,
     # unasync: ) -> StreamResponse:
-    # unasync:     """Read the stream (see :func:`stream`), with this handle's client, headers."""
-    # unasync:     return self._open(offset, live, cursor, headers, params, on_error)
+    # unasync:     """Read the stream (see :func:`stream`), with this handle's client, headers.
+    # unasync:
+    # unasync:     ``options``: ``if_none_match``, ``max_chunk_bytes`` (as for :func:`stream`).
+    # unasync:     """
+    # unasync:     return self._open(offset, live, cursor, headers, params, on_error, options)
 
     async def _open(
         self,
@@ -879,6 +989,7 @@ class AsyncDurableStream:
         headers: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
         on_error: Callable[[Exception], Any] | None,
+        options: dict[str, Any],
     ) -> AsyncStreamResponse:
         return await open_async_response(
             self.url,
@@ -890,6 +1001,7 @@ class AsyncDurableStream:
             on_error=on_error or self.on_error,
             client=self._client,
             retry=self.retry,
+            **options,
         )
 
     async def aclose(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx2
 
-from resumable_streams._protocol.durable.client import RetryPolicy
+from resumable_streams._protocol.durable.client import DEFAULT_MAX_CHUNK_BYTES, RetryPolicy
 from resumable_streams.durable._async_client import AsyncStreamSession, open_async_response
 from resumable_streams.durable._sync_client import StreamResponse, open_sync_response
 from resumable_streams.durable._types import LiveMode
@@ -27,6 +27,8 @@ def stream(
     client: httpx2.Client | None = None,
     timeout: Any = None,
     retry: RetryPolicy | None = None,
+    if_none_match: str | None = None,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> StreamResponse:
     """Open a read session on the stream at ``url`` and make its first request.
 
@@ -37,6 +39,13 @@ def stream(
     request. ``on_error(exc)`` may return ``{"headers": ..., "params": ...}`` to retry a failed
     read with those merged in (``None`` re-raises). Network errors, 5xx and 429 are retried
     with ``retry`` (exponential backoff with jitter, honouring ``Retry-After``).
+
+    A catch-up body larger than ``max_chunk_bytes`` (default 1 MiB) is not read whole into
+    memory: it comes as pieces of about that size as it arrives (on a JSON stream, cut between
+    messages; each piece's offset is the one its response started at, the last piece's the
+    response's next offset). ``if_none_match=etag`` (from ``res.etag`` of an earlier read at
+    the same ``offset``) makes the first request conditional: if nothing changed the session
+    ends at once with ``res.not_modified`` true.
 
     Use it as a context manager: ``with stream(url) as res: for item in res.iter_json(): ...``.
     The session closes the HTTP client it created; a ``client`` you pass stays open.
@@ -52,6 +61,8 @@ def stream(
         client=client,
         timeout=timeout,
         retry=retry,
+        if_none_match=if_none_match,
+        max_chunk_bytes=max_chunk_bytes,
     )
 
 
@@ -67,6 +78,8 @@ def astream(
     client: httpx2.AsyncClient | None = None,
     timeout: Any = None,
     retry: RetryPolicy | None = None,
+    if_none_match: str | None = None,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> AsyncStreamSession:
     """Open an async read session (see :func:`stream`).
 
@@ -86,5 +99,7 @@ def astream(
             client=client,
             timeout=timeout,
             retry=retry,
+            if_none_match=if_none_match,
+            max_chunk_bytes=max_chunk_bytes,
         )
     )

@@ -337,6 +337,16 @@ class StreamResponse:
         """The stream's content type, from the first response."""
         return self.headers.get("content-type")
 
+    @property
+    def etag(self) -> str | None:
+        """``ETag`` of the latest response (for ``if_none_match=`` on a later read)."""
+        return self.headers.get("etag")
+
+    @property
+    def not_modified(self) -> bool:
+        """Whether the server answered ``304`` to ``if_none_match=``: your copy is current."""
+        return self.status == 304
+
     # -- consumption ---------------------------------------------------------------------------
 
     def _consume(self, method: str) -> None:
@@ -502,8 +512,14 @@ def open_sync_response(
     client: httpx2.Client | None = None,
     timeout: Any = None,  # noqa: ASYNC109 - the HTTP client's timeout, as in httpx
     retry: core.RetryPolicy | None = None,
+    if_none_match: str | None = None,
+    max_chunk_bytes: int = core.DEFAULT_MAX_CHUNK_BYTES,
 ) -> StreamResponse:
     """Open a read session and make its first request (so 404 and friends raise here)."""
+    if isinstance(max_chunk_bytes, bool) or not isinstance(max_chunk_bytes, int):
+        raise TypeError(f"max_chunk_bytes must be an int, got {max_chunk_bytes!r}")
+    if max_chunk_bytes <= 0:
+        raise ValueError(f"max_chunk_bytes must be > 0, got {max_chunk_bytes!r}")
     options = core.ReadOptions(
         url=url,
         offset=offset,
@@ -513,6 +529,8 @@ def open_sync_response(
         params=params,
         policy=retry if retry is not None else core.RetryPolicy(),
         has_on_error=on_error is not None,
+        if_none_match=if_none_match,
+        max_chunk_bytes=max_chunk_bytes,
     )
     core.read_request(options, options.offset or h.OFFSET_BEGINNING, None, None)  # validate
     response = StreamResponse(options, client=client, timeout=timeout, on_error=on_error)
@@ -596,6 +614,20 @@ class DurableStream:
         return FlowRunner(self._client, flow).run()
 
     @classmethod
+    def _opened(
+        cls, url: str, kwargs: dict[str, Any], first: Callable[[DurableStream], Any]
+    ) -> DurableStream:
+        """A new handle on which ``first(handle)`` succeeded (else it is closed)."""
+        handle = cls(url, **kwargs)
+        try:
+            first(handle)
+        except BaseException:
+            with contextlib.nullcontext():
+                handle.close()
+            raise
+        return handle
+
+    @classmethod
     def create(
         cls,
         url: str,
@@ -605,35 +637,87 @@ class DurableStream:
         expires_at: str | None = None,
         body: Any = None,
         closed: bool = False,
+        forked_from: str | None = None,
+        fork_offset: str | None = None,
+        fork_sub_offset: int | None = None,
         **kwargs: Any,
     ) -> DurableStream:
-        """Create the stream (idempotent if it exists with the same configuration)."""
-        handle = cls(url, content_type=content_type, **kwargs)
-        try:
-            handle.create_stream(
+        """Create the stream (idempotent if it exists with the same configuration).
+
+        ``forked_from`` (a stream URL or path) creates it as a fork of that stream: its data up
+        to ``fork_offset`` (default: the source's tail), plus ``fork_sub_offset`` messages /
+        bytes, then its own appends. A fork inherits the source's content type. ``kwargs`` go
+        to the constructor (``headers``, ``params``, ``client``, ``timeout``...).
+        """
+        return cls._opened(
+            url,
+            {"content_type": content_type, **kwargs},
+            lambda handle: handle.create_stream(
                 content_type=content_type,
                 ttl_seconds=ttl_seconds,
                 expires_at=expires_at,
                 body=body,
                 closed=closed,
-            )
-        except BaseException:
-            with contextlib.nullcontext():
-                handle.close()
-            raise
-        return handle
+                forked_from=forked_from,
+                fork_offset=fork_offset,
+                fork_sub_offset=fork_sub_offset,
+            ),
+        )
 
     @classmethod
     def connect(cls, url: str, **kwargs: Any) -> DurableStream:
         """Open a handle on an existing stream (checked with ``HEAD``; learns its type)."""
-        handle = cls(url, **kwargs)
-        try:
-            handle.head()
-        except BaseException:
-            with contextlib.nullcontext():
-                handle.close()
-            raise
-        return handle
+        return cls._opened(url, kwargs, lambda handle: handle.head())
+
+    @classmethod
+    def head_static(cls, url: str, **kwargs: Any) -> HeadResult:
+        """``HEAD`` a stream without keeping a handle (``kwargs`` as for the constructor)."""
+        with cls(url, **kwargs) as handle:
+            return handle.head()
+
+    @classmethod
+    def delete_static(cls, url: str, **kwargs: Any) -> None:
+        """``DELETE`` a stream without keeping a handle (``kwargs`` as for the constructor)."""
+        with cls(url, **kwargs) as handle:
+            handle.delete()
+
+    def fork(
+        self,
+        url: str,
+        *,
+        offset: str | None = None,
+        sub_offset: int | None = None,
+        ttl_seconds: int | None = None,
+        expires_at: str | None = None,
+        closed: bool = False,
+        **kwargs: Any,
+    ) -> DurableStream:
+        """Create a fork of this stream at ``url`` and return a handle on it.
+
+        The fork reads as this stream's data up to ``offset`` (default: the tail now; plus
+        ``sub_offset`` JSON messages or bytes), followed by its own appends; appends to either
+        stream do not show in the other. The new handle uses this one's HTTP client, headers,
+        params and retry policy unless ``kwargs`` say otherwise. Deleting a stream that has
+        forks makes it gone (410) for readers while its forks live on.
+        """
+        for name, value in (
+            ("headers", self.headers),
+            ("params", self.params),
+            ("client", self._client),
+            ("retry", self.retry),
+            ("batching", self.batching),
+        ):
+            kwargs.setdefault(name, value)
+        return type(self).create(
+            url,
+            ttl_seconds=ttl_seconds,
+            expires_at=expires_at,
+            closed=closed,
+            forked_from=self.url,
+            fork_offset=offset,
+            fork_sub_offset=sub_offset,
+            **kwargs,
+        )
 
     def create_stream(
         self,
@@ -643,10 +727,27 @@ class DurableStream:
         expires_at: str | None = None,
         body: Any = None,
         closed: bool = False,
+        forked_from: str | None = None,
+        fork_offset: str | None = None,
+        fork_sub_offset: int | None = None,
     ) -> None:
-        """``PUT``: create this stream."""
-        ctype = content_type or self.content_type or h.DEFAULT_CONTENT_TYPE
-        payload = core.encode_append_body(body, ctype) if body is not None else None
+        """``PUT``: create this stream (see :meth:`create`)."""
+        fork = None
+        if forked_from is not None:
+            fork = core.ForkFrom(forked_from, fork_offset, fork_sub_offset)
+        elif fork_offset is not None or fork_sub_offset is not None:
+            raise ValueError(
+                f"fork_offset={fork_offset!r} / fork_sub_offset={fork_sub_offset!r} need "
+                "forked_from= (the source stream)"
+            )
+        ctype = content_type or self.content_type
+        if ctype is None and fork is None:
+            ctype = h.DEFAULT_CONTENT_TYPE
+        payload = None
+        if body is not None:
+            if ctype is None:
+                raise ValueError("a fork created with body= needs content_type= to encode it")
+            payload = core.encode_append_body(body, ctype)
         request = core.create_request(
             self.url,
             headers=core.resolve_values(self.headers),
@@ -656,11 +757,12 @@ class DurableStream:
             expires_at=expires_at,
             body=payload,
             closed=closed,
+            fork=fork,
         )
-        self._run(
+        head = self._run(
             core.unary_flow(request, op="create", policy=self.retry, idempotent=True, url=self.url)
         )
-        self.content_type = ctype
+        self.content_type = head.get("content-type") or ctype
 
     def head(self) -> HeadResult:
         """``HEAD``: the stream's metadata (tail offset, closed flag, TTL, expiry...)."""
@@ -827,9 +929,13 @@ class DurableStream:
         headers: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         on_error: Callable[[Exception], Any] | None = None,
+        **options: Any,
     ) -> StreamResponse:
-        """Read the stream (see :func:`stream`), with this handle's client, headers."""
-        return self._open(offset, live, cursor, headers, params, on_error)
+        """Read the stream (see :func:`stream`), with this handle's client, headers.
+
+        ``options``: ``if_none_match``, ``max_chunk_bytes`` (as for :func:`stream`).
+        """
+        return self._open(offset, live, cursor, headers, params, on_error, options)
 
     def _open(
         self,
@@ -839,6 +945,7 @@ class DurableStream:
         headers: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
         on_error: Callable[[Exception], Any] | None,
+        options: dict[str, Any],
     ) -> StreamResponse:
         return open_sync_response(
             self.url,
@@ -850,6 +957,7 @@ class DurableStream:
             on_error=on_error or self.on_error,
             client=self._client,
             retry=self.retry,
+            **options,
         )
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import email.utils
 import json
 import random
@@ -33,7 +34,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from resumable_streams._protocol import sse
@@ -81,6 +82,7 @@ ParamValue: TypeAlias = "str | Callable[[], str] | None"
 
 SSE_DATA_ENCODING_HEADER = h.SSE_DATA_ENCODING
 MAX_ERROR_BODY = 64 * 1024
+DEFAULT_MAX_CHUNK_BYTES = 1024 * 1024
 
 # --------------------------------------------------------------------------------------------
 # Actions and outcomes
@@ -446,6 +448,37 @@ def _headers(
     return tuple(out.items())
 
 
+@dataclass(frozen=True, slots=True)
+class ForkFrom:
+    """Create a stream as a fork of ``source`` (PROTOCOL.md §4.2).
+
+    ``source`` is the source stream's URL or path (only the path is sent). ``offset``: the
+    fork point (default: the source's tail); ``sub_offset``: that many more JSON messages (or
+    bytes) past ``offset``.
+    """
+
+    source: str
+    offset: str | None = None
+    sub_offset: int | None = None
+
+    def headers(self) -> list[tuple[str, str | None]]:
+        """The ``Stream-Forked-From`` / ``Stream-Fork-*`` request headers."""
+        if self.sub_offset is not None and (
+            isinstance(self.sub_offset, bool)
+            or not isinstance(self.sub_offset, int)
+            or self.sub_offset < 0
+        ):
+            raise ValueError(f"fork sub_offset must be a non-negative int, got {self.sub_offset!r}")
+        path = urlsplit(self.source).path if "://" in self.source else self.source
+        if not path:
+            raise ValueError(f"fork source must be a stream URL or path, got {self.source!r}")
+        return [
+            (h.STREAM_FORKED_FROM, path),
+            (h.STREAM_FORK_OFFSET, self.offset),
+            (h.STREAM_FORK_SUB_OFFSET, None if self.sub_offset is None else str(self.sub_offset)),
+        ]
+
+
 def create_request(
     url: str,
     *,
@@ -456,22 +489,32 @@ def create_request(
     expires_at: str | None,
     body: bytes | None,
     closed: bool,
+    fork: ForkFrom | None = None,
 ) -> Request:
-    """``PUT`` creating a stream (idempotent when the configuration matches)."""
+    """``PUT`` creating a stream (idempotent when the configuration matches).
+
+    Without ``content_type`` a fork inherits its source's; a plain stream gets
+    ``application/octet-stream``.
+    """
     if ttl_seconds is not None and expires_at is not None:
         raise ValueError("give ttl_seconds or expires_at, not both")
-    if ttl_seconds is not None and (not isinstance(ttl_seconds, int) or ttl_seconds < 0):
+    if ttl_seconds is not None and (
+        isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds < 0
+    ):
         raise ValueError(f"ttl_seconds must be a non-negative int, got {ttl_seconds!r}")
+    if content_type is None and fork is None:
+        content_type = h.DEFAULT_CONTENT_TYPE
     return Request(
         "PUT",
         build_url(url, params),
         _headers(
             headers,
             [
-                ("Content-Type", content_type or h.DEFAULT_CONTENT_TYPE),
+                ("Content-Type", content_type),
                 (h.STREAM_TTL, str(ttl_seconds) if ttl_seconds is not None else None),
                 (h.STREAM_EXPIRES_AT, expires_at),
                 (h.STREAM_CLOSED, "true" if closed else None),
+                *(fork.headers() if fork is not None else []),
             ],
         ),
         body or None,
@@ -642,6 +685,10 @@ class ReadOptions:
     params: Mapping[str, Any] | None = None
     policy: RetryPolicy = RetryPolicy()
     has_on_error: bool = False
+    if_none_match: str | None = None
+    """An ``ETag`` from an earlier read of ``offset``: a ``304`` then ends the session."""
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
+    """Larger catch-up bodies are handed on in pieces of about this size, not read whole."""
 
 
 def read_request(
@@ -759,6 +806,23 @@ def _is_empty_body(data: bytes, json_mode: bool) -> bool:
     return json_mode and data.strip() == b"[]"
 
 
+def _retry_later(
+    policy: RetryPolicy,
+    attempt: int,
+    error: BaseException,
+    cause: BaseException | None = None,
+    retry_after: float | None = None,
+) -> Generator[Action, Any, int]:
+    """Sleep before retry number ``attempt``; raise ``error`` when the policy gives up."""
+    delay = policy.delay(attempt, retry_after)
+    if delay is None:
+        if cause is not None:
+            raise error from cause
+        raise error
+    yield Sleep(delay)
+    return attempt + 1
+
+
 def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
     """Run the read loop, yielding :class:`Emit` for every batch of data, in order.
 
@@ -768,7 +832,10 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
     minute or so) or breaks is reopened from the last ``streamNextOffset``. Network errors,
     5xx and 429 are retried with the backoff policy; other errors go to ``on_error`` (when the
     caller gave one: a dict with ``headers`` / ``params`` retries with them merged in) or are
-    raised.
+    raised. A catch-up body larger than ``max_chunk_bytes`` is handed on in pieces as it
+    arrives (on JSON streams cut between messages); a piece before the last carries the
+    offset the response started at, the last one the response's next offset. With
+    ``if_none_match``, the first request is conditional and a ``304`` ends the session.
     """
     live = _live_param(opts.live)
     state = _ReadState(opts.offset if opts.offset is not None else h.OFFSET_BEGINNING, opts.cursor)
@@ -777,29 +844,29 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
     extra_headers: dict[str, str] = {}
     extra_params: dict[str, str] = {}
     json_mode: bool | None = None
+    delivered = 0  # body bytes of a broken response already handed on (skipped on its retry)
+    conditional = opts.if_none_match is not None
     while True:
-        request = read_request(opts, state.offset, state.cursor, phase, extra_headers, extra_params)
+        hdrs = extra_headers
+        if conditional:
+            hdrs = {**extra_headers, "If-None-Match": cast(str, opts.if_none_match)}
+            conditional = False
+        request = read_request(opts, state.offset, state.cursor, phase, hdrs, extra_params)
         outcome = yield Send(request)
+        error: DurableStreamClientError
         if isinstance(outcome, Failure):
-            delay = opts.policy.delay(attempt)
-            if delay is None:
-                raise failure_error(outcome, opts.url) from outcome.error
-            attempt += 1
-            yield Sleep(delay)
+            error = failure_error(outcome, opts.url)
+            attempt = yield from _retry_later(opts.policy, attempt, error, outcome.error)
             continue
         head: ResponseHead = outcome
         if head.status >= 400:
             body = yield from _read_all(MAX_ERROR_BODY)
-            if isinstance(body, Failure):
-                body = b""
-            head = replace(head, body=body)
-            if is_retryable_status(head.status):
-                delay = opts.policy.delay(attempt, parse_retry_after(head.get("retry-after")))
-                if delay is not None:
-                    attempt += 1
-                    yield Sleep(delay)
-                    continue
+            head = replace(head, body=body if isinstance(body, bytes) else b"")
             error = error_for_response("read", head, opts.url, request)
+            if is_retryable_status(head.status) and opts.policy.delay(attempt) is not None:
+                retry_after = parse_retry_after(head.get("retry-after"))
+                attempt = yield from _retry_later(opts.policy, attempt, error, None, retry_after)
+                continue
             if not opts.has_on_error:
                 raise error
             retry_with = yield CallOnError(error)
@@ -807,12 +874,12 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
                 raise error
             extra_headers.update(resolve_values(retry_with.get("headers")))
             extra_params.update(resolve_values(retry_with.get("params")))
-            delay = opts.policy.delay(attempt)
-            if delay is None:
-                raise error
-            attempt += 1
-            yield Sleep(delay)
+            attempt = yield from _retry_later(opts.policy, attempt, error)
             continue
+        if head.status == 304:
+            # the caller's cached copy (from the ETag's read) is current
+            yield CloseResponse()
+            return
         if json_mode is None:
             json_mode = is_json_type(head.get("content-type"))
         if media_type(head.get("content-type")) == "text/event-stream":
@@ -835,40 +902,56 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
                     return
             if progressed:
                 attempt = 0
-            if failed is not None or not progressed:
-                delay = opts.policy.delay(attempt)
-                if delay is None:
-                    if failed is not None:
-                        raise failure_error(failed, opts.url) from failed.error
-                    raise FetchError(
-                        f"SSE response from {opts.url} kept ending without events", url=opts.url
-                    )
-                attempt += 1
-                yield Sleep(delay)
+            if failed is not None:
+                error = failure_error(failed, opts.url)
+                attempt = yield from _retry_later(opts.policy, attempt, error, failed.error)
+            elif not progressed:
+                error = FetchError(
+                    f"SSE response from {opts.url} kept ending without events", url=opts.url
+                )
+                attempt = yield from _retry_later(opts.policy, attempt, error)
             continue
-        # ---- a whole-body response: catch-up 200, long-poll 200 / 204
-        body = yield from _read_all(None)
-        if isinstance(body, Failure):
-            delay = opts.policy.delay(attempt)
-            if delay is None:
-                raise failure_error(body, opts.url) from body.error
-            attempt += 1
-            yield Sleep(delay)
-            continue
-        attempt = 0
+        # ---- catch-up 200, long-poll 200 / 204: the body, in pieces if it is large
         info = StreamInfo.from_response(head)
+        splitter = _BodySplitter(opts.max_chunk_bytes, json_mode, skip=delivered)
+        held: bytes | None = None
+        broken: Failure | None = None
+        while True:
+            chunk = yield Receive()
+            if isinstance(chunk, Failure):
+                broken = chunk
+                break
+            if not chunk:
+                break
+            for piece in splitter.feed(chunk):
+                if held is not None:
+                    yield Emit(state.event(held, up_to_date=False, closed=False))
+                held = piece
+        if broken is not None:
+            # resume this response from its start, skipping what was handed on already
+            delivered = splitter.delivered_before_last if held is not None else splitter.delivered
+            error = failure_error(broken, opts.url)
+            attempt = yield from _retry_later(opts.policy, attempt, error, broken.error)
+            continue
+        rest = splitter.end()
+        if held is not None and rest:
+            yield Emit(state.event(held, up_to_date=False, closed=False))
+            held = None
+        last = held if held is not None else rest
+        delivered = 0
+        attempt = 0
         if info.next_offset is not None:
             state.offset = info.next_offset
         if info.cursor is not None:
             state.cursor = info.cursor
         up_to_date = info.up_to_date or head.status == 204
-        if head.status == 204 or _is_empty_body(body, json_mode):
+        if head.status == 204 or _is_empty_body(last, json_mode):
             state_ev = state.state_event(up_to_date=up_to_date, closed=info.closed)
             if state_ev is not None:
                 yield Emit(state_ev)
         else:
             state.was_up_to_date = up_to_date
-            yield Emit(state.event(body, up_to_date=up_to_date, closed=info.closed))
+            yield Emit(state.event(last, up_to_date=up_to_date, closed=info.closed))
         if info.closed:
             return
         if up_to_date:
@@ -876,6 +959,141 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
                 return
             phase = live
         # not up to date: keep reading in the same phase (a server chunk limit was hit)
+
+
+class _BodySplitter:
+    """Cuts a response body into pieces of about ``max_bytes``, and the rest at the end.
+
+    Byte streams are cut into pieces of exactly ``max_bytes``. JSON streams (a JSON array) are
+    cut between messages, each piece an array of its own of at least ``max_bytes`` (but one
+    message). ``skip`` drops that many body bytes first (what an earlier, broken attempt at
+    the same response already handed on: data at an offset never changes, so the retried body
+    starts with the same bytes). ``delivered`` counts the body bytes covered by the pieces
+    returned so far, ``delivered_before_last`` the same without the latest piece.
+    """
+
+    def __init__(self, max_bytes: int, json_mode: bool, *, skip: int = 0) -> None:
+        self.max_bytes = max_bytes
+        self.json_mode = json_mode
+        self.skip = skip
+        self.delivered = skip
+        self.delivered_before_last = skip
+        self._parts: list[bytes] = []
+        self._size = 0
+        # JSON: the text after the last cut (starts at "[" before the first cut)
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._text = ""
+        self._cut_once = skip > 0
+        self._opaque = False
+        self._next_try = max_bytes
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Take the next chunk; return the pieces that are complete."""
+        if self.skip:
+            dropped = len(chunk[: self.skip])
+            self.skip -= dropped
+            chunk = chunk[dropped:]
+            if not chunk:
+                return []
+        if not self.json_mode:
+            self._parts.append(chunk)
+            self._size += len(chunk)
+            if self._size < self.max_bytes:
+                return []
+            data = b"".join(self._parts)
+            cut = len(data) - len(data) % self.max_bytes
+            self._parts = [data[cut:]] if cut < len(data) else []
+            self._size = len(data) - cut
+            pieces = [data[i : i + self.max_bytes] for i in range(0, cut, self.max_bytes)]
+            for piece in pieces:
+                self._count(len(piece))
+            return pieces
+        self._text += self._decoder.decode(chunk)
+        pieces = []
+        pos = 0
+        while not self._opaque and len(self._text) - pos >= self._next_try:
+            found = self._cut(pos)
+            if found is None:
+                break
+            piece, pos = found
+            pieces.append(piece)
+        if pos:
+            self._text = self._text[pos:]
+        return pieces
+
+    def end(self) -> bytes:
+        """The rest of the body (``b""`` if nothing remains)."""
+        if self.skip:
+            raise FetchError(
+                f"a retried read returned {self.skip} bytes fewer than the broken attempt did"
+            )
+        if not self.json_mode:
+            remainder = b"".join(self._parts)
+            self._parts.clear()
+            return remainder
+        text = self._text + self._decoder.decode(b"", final=True)
+        self._text = ""
+        if not self._cut_once:
+            return text.encode("utf-8")
+        rest = text.lstrip()
+        if rest.startswith(","):
+            return ("[" + rest[1:]).encode("utf-8")
+        return b"" if rest.rstrip() == "]" else rest.encode("utf-8")
+
+    def _count(self, size: int) -> None:
+        self.delivered_before_last = self.delivered
+        self.delivered += size
+
+    def _cut(self, pos: int) -> tuple[bytes, int] | None:
+        """The piece of complete messages from ``pos`` on (of ``max_bytes`` or the last)."""
+        text = self._text
+        n = len(text)
+        i = _skip_ws(text, pos)
+        if not self._cut_once:
+            if i >= n:
+                return None
+            if text[i] != "[":
+                self._opaque = True  # not an array: hand it on whole at the end
+                return None
+            i += 1
+        need_comma = self._cut_once
+        first = last = -1
+        while True:
+            j = _skip_ws(text, i)
+            if need_comma:
+                if j >= n or text[j] != ",":
+                    break
+                j = _skip_ws(text, j + 1)
+            try:
+                _, end = _JSON_DECODER.raw_decode(text, j)
+            except ValueError:
+                break
+            if end >= n:
+                break  # a number may go on in the next chunk
+            if first < 0:
+                first = j
+            last = i = end
+            need_comma = True
+            if last - first >= self.max_bytes:
+                break
+        if last < 0:
+            self._next_try = 2 * (n - pos)  # a long message: retry once twice the text is here
+            return None
+        self._next_try = self.max_bytes
+        self._cut_once = True
+        self._count(len(text[pos:last].encode("utf-8")))
+        return ("[" + text[first:last] + "]").encode("utf-8"), last
+
+
+_JSON_DECODER = json.JSONDecoder()
+_WS = frozenset(" \t\r\n")
+
+
+def _skip_ws(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and text[i] in _WS:
+        i += 1
+    return i
 
 
 def is_true_base64(value: str | None) -> bool:
