@@ -423,10 +423,12 @@ def test_json_body_is_cut_between_messages(
     sep = f"{ws},{ws}"
     body = f"{ws}[{ws}{sep.join(json.dumps(m) for m in messages)}{ws}]{ws}".encode()
     splitter = core._BodySplitter(max_bytes, json_mode=True)
-    pieces = [p for c in rechunk(body, cuts) for p in splitter.feed(c)]
+    found = [p for c in rechunk(body, cuts) for p in splitter.feed(c)]
+    pieces = [p for p, _ in found]
     rest = splitter.end()
     got = [m for p in [*pieces, rest] if p for m in core.decode_json_batch(p)]
     assert got == messages
+    assert all(core.decode_json_batch(p) == ms for p, ms in found)  # decoded as sent
     assert all(core.decode_json_batch(p) for p in pieces)  # no empty piece before the end
     longest = max((len(json.dumps(m)) for m in messages), default=0)
     assert all(len(p) <= max_bytes + longest + 2 * len(sep) + 2 for p in pieces)
@@ -436,7 +438,7 @@ def test_json_body_is_cut_between_messages(
 def test_byte_body_is_cut_into_bounded_pieces(body: bytes, max_bytes: int, cuts: list[int]) -> None:
     splitter = core._BodySplitter(max_bytes, json_mode=False)
     chunks = rechunk(body, cuts)
-    pieces = [p for c in chunks for p in splitter.feed(c)]
+    pieces = [p for c in chunks for p, _ in splitter.feed(c)]
     assert b"".join([*pieces, splitter.end()]) == body
     assert all(len(p) == max_bytes for p in pieces)
 
@@ -549,3 +551,13 @@ def test_take_append_batch() -> None:
     while q:
         batches.append([x.message for x in core.take_append_batch(q, max_bytes=4)])
     assert batches == [[b"a", b"bb"], [b"c"], [b"d"], [b"e"], [b"ffff"]]
+
+
+@given(st.integers(1, 40), st.lists(st.integers(0, 60), max_size=8))
+def test_non_array_json_with_multibyte_text_survives_any_chunking(
+    max_bytes: int, cuts: list[int]
+) -> None:
+    body = json.dumps({"é": "日本語テキスト", "n": [1, 2]}, ensure_ascii=False).encode()
+    splitter = core._BodySplitter(max_bytes, json_mode=True)
+    assert [p for c in rechunk(body, cuts) for p in splitter.feed(c)] == []
+    assert splitter.end() == body

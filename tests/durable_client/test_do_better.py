@@ -203,3 +203,17 @@ def test_generated_sync_client_is_up_to_date() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_own_http_clients_share_one_tls_context(stream_url: str) -> None:
+    """Loading the CA bundle costs ~15 ms; clients the library creates build it once."""
+    from resumable_streams.durable._ssl import default_ssl_context
+
+    DurableStream.create(stream_url, content_type="text/plain", body="x").close()
+    before = default_ssl_context.cache_info()
+    for _ in range(3):
+        with stream(stream_url, live=False) as res:
+            assert res.read_text() == "x"
+    after = default_ssl_context.cache_info()
+    assert after.hits >= before.hits + 3
+    assert after.misses <= 1

@@ -21,6 +21,7 @@ import httpx2
 
 from resumable_streams._protocol.durable import client as core
 from resumable_streams._protocol.durable import headers as h
+from resumable_streams.durable._ssl import default_ssl_context
 from resumable_streams.durable._types import (
     AppendResult,
     CloseResult,
@@ -48,7 +49,8 @@ def _make_client(
 ) -> tuple[httpx2.AsyncClient, bool]:
     if client is not None:
         return client, False
-    return httpx2.AsyncClient(timeout=timeout if timeout is not None else DEFAULT_TIMEOUT), True
+    timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+    return httpx2.AsyncClient(timeout=timeout, verify=default_ssl_context()), True
 
 
 # unasync: begin-async-only
@@ -490,7 +492,7 @@ def _json_converter(
     def convert(ev: core.ReadEvent) -> list[Any]:
         if not ev.data:
             return []
-        items = core.decode_json_batch(ev.data)
+        items = core.event_messages(ev)
         if decode is not None:
             items = [decode(i) for i in items]
         if flatten:
@@ -514,7 +516,7 @@ def _event_converter(
         elif mode == "text":
             data = "".join(text(ev))
         else:
-            items = core.decode_json_batch(ev.data)
+            items = core.event_messages(ev)
             if decode is not None:
                 items = [decode(i) for i in items]
             data = items

@@ -40,7 +40,7 @@ def stream(
     read with those merged in (``None`` re-raises). Network errors, 5xx and 429 are retried
     with ``retry`` (exponential backoff with jitter, honouring ``Retry-After``).
 
-    A catch-up body larger than ``max_chunk_bytes`` (default 1 MiB) is not read whole into
+    A catch-up body larger than ``max_chunk_bytes`` (default 4 MiB) is not read whole into
     memory: it comes as pieces of about that size as it arrives (on a JSON stream, cut between
     messages; each piece's offset is the one its response started at, the last piece's the
     response's next offset). ``if_none_match=etag`` (from ``res.etag`` of an earlier read at

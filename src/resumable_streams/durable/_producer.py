@@ -31,6 +31,7 @@ import httpx2
 from resumable_streams._protocol.durable import client as core
 from resumable_streams._protocol.durable import headers as h
 from resumable_streams.durable._async_client import AsyncDurableStream, AsyncFlowRunner
+from resumable_streams.durable._ssl import default_ssl_context
 from resumable_streams.durable._sync_client import DurableStream
 from resumable_streams.durable._types import CloseResult, IdempotentAppendResult, ProducerState
 from resumable_streams.errors import DurableStreamClientError, ProducerClosedError
@@ -116,7 +117,7 @@ class IdempotentProducer:
             self._params = dict(params or {})
             self.content_type = content_type or h.DEFAULT_CONTENT_TYPE
             self._owns_client = client is None
-            self._client = client or httpx2.AsyncClient(timeout=30.0)
+            self._client = client or httpx2.AsyncClient(timeout=30.0, verify=default_ssl_context())
             self._retry = retry or core.RetryPolicy()
         self._json = core.is_json_type(self.content_type)
         self._auto_claim = auto_claim

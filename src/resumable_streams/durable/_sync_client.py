@@ -25,6 +25,7 @@ import httpx2
 
 from resumable_streams._protocol.durable import client as core
 from resumable_streams._protocol.durable import headers as h
+from resumable_streams.durable._ssl import default_ssl_context
 from resumable_streams.durable._types import (
     AppendResult,
     CloseResult,
@@ -50,7 +51,8 @@ DEFAULT_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
 def _make_client(client: httpx2.Client | None, timeout: Any) -> tuple[httpx2.Client, bool]:
     if client is not None:
         return client, False
-    return httpx2.Client(timeout=timeout if timeout is not None else DEFAULT_TIMEOUT), True
+    timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+    return httpx2.Client(timeout=timeout, verify=default_ssl_context()), True
 
 
 class FlowRunner(Generic[R]):
@@ -467,7 +469,7 @@ def _json_converter(
     def convert(ev: core.ReadEvent) -> list[Any]:
         if not ev.data:
             return []
-        items = core.decode_json_batch(ev.data)
+        items = core.event_messages(ev)
         if decode is not None:
             items = [decode(i) for i in items]
         if flatten:
@@ -491,7 +493,7 @@ def _event_converter(
         elif mode == "text":
             data = "".join(text(ev))
         else:
-            items = core.decode_json_batch(ev.data)
+            items = core.event_messages(ev)
             if decode is not None:
                 items = [decode(i) for i in items]
             data = items

@@ -29,6 +29,7 @@ import binascii
 import codecs
 import email.utils
 import json
+import json.scanner
 import random
 import re
 from collections import deque
@@ -82,7 +83,7 @@ ParamValue: TypeAlias = "str | Callable[[], str] | None"
 
 SSE_DATA_ENCODING_HEADER = h.SSE_DATA_ENCODING
 MAX_ERROR_BODY = 64 * 1024
-DEFAULT_MAX_CHUNK_BYTES = 1024 * 1024
+DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024
 
 # --------------------------------------------------------------------------------------------
 # Actions and outcomes
@@ -671,6 +672,9 @@ class ReadEvent:
     cursor: str | None
     up_to_date: bool
     closed: bool
+    messages: list[Any] | None = None
+    """The JSON messages in ``data``, when the core has decoded them already (see
+    :func:`event_messages`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -788,8 +792,19 @@ class _ReadState:
         self.closed = False
         self.was_up_to_date = False
 
-    def event(self, data: bytes | None, *, up_to_date: bool, closed: bool) -> ReadEvent:
-        return ReadEvent(data, self.offset, self.cursor, up_to_date, closed)
+    def event(
+        self,
+        data: bytes | None,
+        *,
+        up_to_date: bool,
+        closed: bool,
+        messages: list[Any] | None = None,
+    ) -> ReadEvent:
+        return ReadEvent(data, self.offset, self.cursor, up_to_date, closed, messages)
+
+    def piece_event(self, piece: _Piece) -> ReadEvent:
+        """A piece of a response before its last: at the offset the response started at."""
+        return self.event(piece[0], up_to_date=False, closed=False, messages=piece[1])
 
     def state_event(self, *, up_to_date: bool, closed: bool) -> ReadEvent | None:
         """Return a data-less event if the state changed: first up-to-date, or closed."""
@@ -914,7 +929,7 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
         # ---- catch-up 200, long-poll 200 / 204: the body, in pieces if it is large
         info = StreamInfo.from_response(head)
         splitter = _BodySplitter(opts.max_chunk_bytes, json_mode, skip=delivered)
-        held: bytes | None = None
+        held: _Piece | None = None
         broken: Failure | None = None
         while True:
             chunk = yield Receive()
@@ -925,7 +940,7 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
                 break
             for piece in splitter.feed(chunk):
                 if held is not None:
-                    yield Emit(state.event(held, up_to_date=False, closed=False))
+                    yield Emit(state.piece_event(held))
                 held = piece
         if broken is not None:
             # resume this response from its start, skipping what was handed on already
@@ -933,11 +948,11 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
             error = failure_error(broken, opts.url)
             attempt = yield from _retry_later(opts.policy, attempt, error, broken.error)
             continue
-        rest = splitter.end()
-        if held is not None and rest:
-            yield Emit(state.event(held, up_to_date=False, closed=False))
+        rest: _Piece = (splitter.end(), None)
+        if held is not None and rest[0]:
+            yield Emit(state.piece_event(held))
             held = None
-        last = held if held is not None else rest
+        last, messages = held if held is not None else rest
         delivered = 0
         attempt = 0
         if info.next_offset is not None:
@@ -951,7 +966,8 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
                 yield Emit(state_ev)
         else:
             state.was_up_to_date = up_to_date
-            yield Emit(state.event(last, up_to_date=up_to_date, closed=info.closed))
+            event = state.event(last, up_to_date=up_to_date, closed=info.closed, messages=messages)
+            yield Emit(event)
         if info.closed:
             return
         if up_to_date:
@@ -959,6 +975,10 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
                 return
             phase = live
         # not up to date: keep reading in the same phase (a server chunk limit was hit)
+
+
+_Piece: TypeAlias = "tuple[bytes, list[Any] | None]"
+"""A piece of a body, and its JSON messages when the splitter decoded them."""
 
 
 class _BodySplitter:
@@ -987,7 +1007,7 @@ class _BodySplitter:
         self._opaque = False
         self._next_try = max_bytes
 
-    def feed(self, chunk: bytes) -> list[bytes]:
+    def feed(self, chunk: bytes) -> list[_Piece]:
         """Take the next chunk; return the pieces that are complete."""
         if self.skip:
             dropped = len(chunk[: self.skip])
@@ -1004,10 +1024,20 @@ class _BodySplitter:
             cut = len(data) - len(data) % self.max_bytes
             self._parts = [data[cut:]] if cut < len(data) else []
             self._size = len(data) - cut
-            pieces = [data[i : i + self.max_bytes] for i in range(0, cut, self.max_bytes)]
-            for piece in pieces:
-                self._count(len(piece))
+            pieces: list[_Piece] = []
+            for i in range(0, cut, self.max_bytes):
+                pieces.append((data[i : i + self.max_bytes], None))
+                self._count(self.max_bytes)
             return pieces
+        if not self._text:
+            # raw bytes until there is enough to cut: a small body passes through untouched
+            self._parts.append(chunk)
+            self._size += len(chunk)
+            if self._opaque or self._size < self._next_try:
+                return []
+            chunk = b"".join(self._parts)
+            self._parts.clear()
+            self._size = 0
         self._text += self._decoder.decode(chunk)
         pieces = []
         pos = 0
@@ -1015,8 +1045,8 @@ class _BodySplitter:
             found = self._cut(pos)
             if found is None:
                 break
-            piece, pos = found
-            pieces.append(piece)
+            data, messages, pos = found
+            pieces.append((data, messages))
         if pos:
             self._text = self._text[pos:]
         return pieces
@@ -1031,7 +1061,11 @@ class _BodySplitter:
             remainder = b"".join(self._parts)
             self._parts.clear()
             return remainder
-        text = self._text + self._decoder.decode(b"", final=True)
+        raw = b"".join(self._parts)
+        self._parts.clear()
+        if not self._text and not self._cut_once:
+            return raw  # small body: never decoded
+        text = self._text + self._decoder.decode(raw, final=True)
         self._text = ""
         if not self._cut_once:
             return text.encode("utf-8")
@@ -1044,8 +1078,12 @@ class _BodySplitter:
         self.delivered_before_last = self.delivered
         self.delivered += size
 
-    def _cut(self, pos: int) -> tuple[bytes, int] | None:
-        """The piece of complete messages from ``pos`` on (of ``max_bytes`` or the last)."""
+    def _cut(self, pos: int) -> tuple[bytes, list[Any], int] | None:
+        """The piece of complete messages from ``pos`` on (of ``max_bytes`` or the last).
+
+        Returns its bytes, its decoded messages (parsed anyway to find their ends) and the
+        position after it.
+        """
         text = self._text
         n = len(text)
         i = _skip_ws(text, pos)
@@ -1058,23 +1096,35 @@ class _BodySplitter:
             i += 1
         need_comma = self._cut_once
         first = last = -1
+        messages: list[Any] = []
+        scan = _JSON_SCAN
+        limit = self.max_bytes
         while True:
-            j = _skip_ws(text, i)
+            # compact JSON ("[a,b]") takes the fast path; whitespace the slow one
             if need_comma:
-                if j >= n or text[j] != ",":
-                    break
-                j = _skip_ws(text, j + 1)
+                if text.startswith(",", i):
+                    j = i + 1
+                else:
+                    j = _skip_ws(text, i)
+                    if not text.startswith(",", j):
+                        break
+                    j += 1
+                if text.startswith(_WS_CHARS, j):
+                    j = _skip_ws(text, j)
+            else:
+                j = _skip_ws(text, i)
             try:
-                _, end = _JSON_DECODER.raw_decode(text, j)
-            except ValueError:
+                message, end = scan(text, j)
+            except (StopIteration, ValueError):
                 break
             if end >= n:
                 break  # a number may go on in the next chunk
             if first < 0:
                 first = j
+            messages.append(message)
             last = i = end
             need_comma = True
-            if last - first >= self.max_bytes:
+            if last - first >= limit:
                 break
         if last < 0:
             self._next_try = 2 * (n - pos)  # a long message: retry once twice the text is here
@@ -1082,11 +1132,15 @@ class _BodySplitter:
         self._next_try = self.max_bytes
         self._cut_once = True
         self._count(len(text[pos:last].encode("utf-8")))
-        return ("[" + text[first:last] + "]").encode("utf-8"), last
+        return ("[" + text[first:last] + "]").encode("utf-8"), messages, last
 
 
-_JSON_DECODER = json.JSONDecoder()
-_WS = frozenset(" \t\r\n")
+_JSON_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    cast(Any, json.JSONDecoder())  # typeshed's stub wants a scanner context, which this is
+)
+"""Decodes one JSON value at an index (the C scanner behind ``json.loads``)."""
+_WS_CHARS = (" ", "\t", "\r", "\n")
+_WS = frozenset(_WS_CHARS)
 
 
 def _skip_ws(text: str, i: int) -> int:
@@ -1113,6 +1167,13 @@ def _read_all(limit: int | None) -> Generator[Action, Any, bytes | Failure]:
         if limit is None or size < limit:
             parts.append(chunk)
             size += len(chunk)
+
+
+def event_messages(event: ReadEvent) -> list[Any]:
+    """The JSON messages of a read event (decoded here unless the core already did)."""
+    if event.messages is not None:
+        return event.messages
+    return decode_json_batch(event.data or b"")
 
 
 def decode_json_batch(data: bytes) -> list[Any]:
