@@ -172,6 +172,7 @@ class TCPProxy:
         self._scopes: set[anyio.CancelScope] = set()
         self._tg: anyio.abc.TaskGroup | None = None
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self._open: set[anyio.abc.SocketStream] = set()
 
     def cut_after(self, nbytes: int | None) -> None:
         """Cut each later connection after ``nbytes`` bytes from the server (``None``: never)."""
@@ -191,6 +192,12 @@ class TCPProxy:
         self._tg.start_soon(listener.serve, self._handle)
         return self
 
+    async def _forget(self, *streams: anyio.abc.SocketStream) -> None:
+        with anyio.CancelScope(shield=True):
+            for stream in streams:
+                self._open.discard(stream)
+                await anyio.aclose_forcefully(stream)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -203,17 +210,24 @@ class TCPProxy:
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
         finally:
+            # Connections accepted but whose handler never ran are closed here.
+            await self._forget(*self._open)
             await self._listener.aclose()
 
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        self._open.add(client)
         index = self.accepted
         self.accepted += 1
         budget = self.budget(index)
         try:
             server = await anyio.connect_tcp(self.target_host, self.target_port)
         except OSError:
-            await anyio.aclose_forcefully(client)
+            await self._forget(client)
             return
+        except BaseException:
+            await self._forget(client)
+            raise
+        self._open.add(server)
         with anyio.CancelScope() as scope:
             self._scopes.add(scope)
             try:
@@ -222,10 +236,9 @@ class TCPProxy:
                     tg.start_soon(self._pump, server, client, budget, tg.cancel_scope)
             finally:
                 self._scopes.discard(scope)
+                await self._forget(client, server)
         if scope.cancel_called:
             self.cuts += 1
-        await anyio.aclose_forcefully(client)
-        await anyio.aclose_forcefully(server)
 
     async def _pump(
         self,

@@ -1,11 +1,27 @@
 """Transports: resumable streams and Durable Streams over SSE and WebSocket.
 
-Server side (ASGI, Starlette / FastAPI; hypercorn or uvicorn):
-:class:`ResumableSSEResponse`.
+Servers (ASGI - Starlette / FastAPI on hypercorn or uvicorn - and trio-websocket):
+:class:`ResumableSSEResponse`, :func:`handle_resumable_websocket`,
+:func:`serve_resumable_websockets`. Clients that reconnect and resume by themselves:
+:func:`open_resumable_sse`, :func:`open_resumable_websocket`.
 """
 
 from __future__ import annotations
 
+from .client import ResumingReader as ResumingReader
+from .client import RetryPolicy as RetryPolicy
+from .client import open_resumable_sse as open_resumable_sse
+from .client import open_resumable_websocket as open_resumable_websocket
 from .sse import ResumableSSEResponse as ResumableSSEResponse
+from .websocket import handle_resumable_websocket as handle_resumable_websocket
+from .websocket import serve_resumable_websockets as serve_resumable_websockets
 
-__all__ = ["ResumableSSEResponse"]
+__all__ = [
+    "ResumableSSEResponse",
+    "ResumingReader",
+    "RetryPolicy",
+    "handle_resumable_websocket",
+    "open_resumable_sse",
+    "open_resumable_websocket",
+    "serve_resumable_websockets",
+]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 
 import anyio
+import anyio.lowlevel
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
@@ -146,9 +147,14 @@ class ResumableSSEResponse(Response):
         gone = False
 
         async def write(data: bytes) -> None:
-            nonlocal last_output
-            async with lock:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            nonlocal last_output, gone
+            try:
+                async with lock:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            except OSError:  # the server noticed the client left while we were writing
+                gone = True
+                tg.cancel_scope.cancel()
+                await anyio.lowlevel.checkpoint()
             last_output = anyio.current_time()
 
         async def emit(text: str, position: int) -> None:
@@ -160,31 +166,28 @@ class ResumableSSEResponse(Response):
                 if anyio.current_time() - last_output >= self.heartbeat:
                     await write(encode_comment("heartbeat"))
 
-        async def watch_disconnect(scope: anyio.CancelScope) -> None:
+        async def watch_disconnect() -> None:
             nonlocal gone
             while True:
                 message: Message = await receive()
                 if message["type"] == "http.disconnect":
                     gone = True
-                    scope.cancel()
+                    tg.cancel_scope.cancel()
                     return
 
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch_disconnect, tg.cancel_scope)
-                if self.retry is not None:
-                    await write(encode_sse_retry(self.retry))
-                tg.start_soon(heartbeats)
-                outcome = await relay(stream, emit)
-                if outcome.kind != "retry":
-                    error = "the producer failed" if outcome.kind == "failed" else None
-                    await write(encode_sse_end(outcome.position, error))
-                tg.cancel_scope.cancel()
-        except OSError:  # the server noticed the client left while we were writing
-            gone = True
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_disconnect)
+            if self.retry is not None:
+                await write(encode_sse_retry(self.retry))
+            tg.start_soon(heartbeats)
+            outcome = await relay(stream, emit)
+            if outcome.kind != "retry":
+                error = "the producer failed" if outcome.kind == "failed" else None
+                await write(encode_sse_end(outcome.position, error))
+            tg.cancel_scope.cancel()
         if gone:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(1), suppress(OSError):

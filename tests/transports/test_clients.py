@@ -1,0 +1,196 @@
+"""The resuming SSE and WebSocket clients against real servers, through a proxy that cuts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from resumable_streams import ResumableStreamContext
+from resumable_streams._protocol.resumable import utf16_len
+from resumable_streams.errors import (
+    ConfigurationError,
+    ReconnectFailedError,
+    RemoteStreamFailedError,
+    RemoteStreamNotFoundError,
+    RequestRejectedError,
+    StreamGoneError,
+)
+from resumable_streams.resumable.producer import MakeStream
+from resumable_streams.testing import TCPProxy
+from resumable_streams.transports import (
+    ResumableSSEResponse,
+    RetryPolicy,
+    handle_resumable_websocket,
+    open_resumable_sse,
+    open_resumable_websocket,
+)
+from resumable_streams.transports._net import Closed, WebSocketClient, parse_url
+
+from .support import run_asgi, wait_until
+
+pytestmark = pytest.mark.anyio
+
+FAST_RETRY = RetryPolicy(max_retries=20, initial_delay=0.005, max_delay=0.05)
+PIECES = ["token ", "😀", "\r\n", "wörld ", "𝄞", "\n\n", "data: x\n", "中文 ", "🎉🎉"]
+PRODUCED_CHUNKS = [f"{i}:{PIECES[i % len(PIECES)]}" for i in range(240)]
+PRODUCED = "".join(PRODUCED_CHUNKS)
+
+
+@pytest.fixture
+def anyio_backend(backend_and_server: tuple[str, str]) -> str:
+    return backend_and_server[0]
+
+
+def make_app(ctx: ResumableStreamContext, sources: dict[str, MakeStream]) -> Starlette:
+    async def sse(request: Request) -> ResumableSSEResponse:
+        sid = request.path_params["sid"]
+        return ResumableSSEResponse(ctx, sid, sources.get(sid))
+
+    async def ws(websocket: WebSocket) -> None:
+        sid = websocket.path_params["sid"]
+        await handle_resumable_websocket(websocket, ctx, sid, sources.get(sid))
+
+    return Starlette(routes=[Route("/sse/{sid}", sse), WebSocketRoute("/ws/{sid}", ws)])
+
+
+class Source:
+    """Produces PRODUCED_CHUNKS, then holds the end until the test lets it finish.
+
+    Holding the end keeps the stream alive until the client has everything: a resumable
+    stream that finished while its client was away cannot be resumed (that case has its own
+    test).
+    """
+
+    def __init__(self, chunks: list[str] = PRODUCED_CHUNKS) -> None:
+        self.chunks = chunks
+        self.finish = anyio.Event()
+
+    async def __call__(self) -> AsyncIterator[str]:
+        for i, chunk in enumerate(self.chunks):
+            if i % 8 == 0:
+                await anyio.sleep(0.001)
+            yield chunk
+        await self.finish.wait()
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+async def test_client_resumes_through_cuts_byte_for_byte(
+    make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str
+) -> None:
+    source = Source()
+    with anyio.fail_after(60):
+        async with make_ctx() as ctx:
+            app = make_app(ctx, {"s": source})
+            async with run_asgi(app, asgi_server) as host:
+                port = int(host.rsplit(":", 1)[1])
+                async with TCPProxy("127.0.0.1", port) as proxy:
+                    # Connection i dies after 600 + 230*i bytes, mid-event; from the 12th on, never.
+                    proxy.budget = lambda i: 600 + 230 * i if i < 12 else None
+                    if kind == "sse":
+                        reader = open_resumable_sse(
+                            f"http://127.0.0.1:{proxy.port}/sse/s", retry=FAST_RETRY
+                        )
+                    else:
+                        reader = open_resumable_websocket(
+                            f"ws://127.0.0.1:{proxy.port}/ws/s", retry=FAST_RETRY
+                        )
+                    received: list[str] = []
+                    async with anyio.create_task_group() as tg:
+
+                        async def release() -> None:
+                            await wait_until(lambda: reader.position == utf16_len(PRODUCED), 50)
+                            source.finish.set()
+
+                        tg.start_soon(release)
+                        async with reader:
+                            async for text in reader:
+                                received.append(text)
+                    assert "".join(received) == PRODUCED
+                    assert reader.position == utf16_len(PRODUCED)
+                    assert reader.finished
+                    assert proxy.cuts >= 1
+                    assert reader.reconnects >= 1
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+async def test_client_end_states(
+    make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str
+) -> None:
+    async def failing() -> AsyncIterator[str]:
+        yield "partial 🚀"
+        raise RuntimeError("boom")
+
+    async def short() -> AsyncIterator[str]:
+        yield "all of it"
+
+    def url(host: str, sid: str) -> str:
+        return f"http://{host}/sse/{sid}" if kind == "sse" else f"ws://{host}/ws/{sid}"
+
+    opener = open_resumable_sse if kind == "sse" else open_resumable_websocket
+    with anyio.fail_after(30):
+        async with make_ctx() as ctx:
+            app = make_app(ctx, {"fail": failing, "short": short})
+            async with run_asgi(app, asgi_server) as host:
+                # Unknown stream, resume only: not found, at once.
+                # (SSE knows at connect; a WebSocket on the first read.)
+                with pytest.raises(RemoteStreamNotFoundError, match="nope"):
+                    async with opener(url(host, "nope"), retry=FAST_RETRY) as missing:
+                        await missing.read_all()
+                # The creator sees the producer fail after its text.
+                got: list[str] = []
+
+                async def read_failing() -> None:
+                    async with opener(url(host, "fail"), retry=FAST_RETRY) as stream:
+                        async for text in stream:
+                            got.append(text)
+
+                with pytest.raises(RemoteStreamFailedError, match="producer failed"):
+                    await read_failing()
+                assert got == ["partial 🚀"]
+                # A complete read, then a client resuming after the end: gone.
+                stream = opener(url(host, "short"), retry=FAST_RETRY)
+                assert await stream.read_all() == "all of it"
+                with pytest.raises(StreamGoneError) as gone:
+                    async with opener(url(host, "short"), position=3, retry=FAST_RETRY) as late:
+                        await late.read_all()
+                assert gone.value.position == 3
+
+
+async def test_bad_hello_and_reconnect_exhaustion(
+    make_ctx: Callable[..., ResumableStreamContext], asgi_server: str
+) -> None:
+    with anyio.fail_after(30):
+        async with make_ctx() as ctx:
+            app = make_app(ctx, {})
+            async with run_asgi(app, asgi_server) as host:
+                ws = await WebSocketClient.connect(parse_url(f"ws://{host}/ws/x", websocket=True))
+                assert isinstance(ws, WebSocketClient)
+                await ws.send('{"position": "soon"}')
+                closed = await ws.receive()
+                await ws.aclose()
+                assert closed == Closed(4400, "position must be a non-negative integer, got 'soon'")
+    # Nothing listens there any more: the policy gives up with the last error as the cause.
+    policy = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.002)
+    with anyio.fail_after(30):
+        with pytest.raises(ReconnectFailedError) as failed:
+            async with open_resumable_websocket(f"ws://{host}/ws/x", retry=policy) as reader:
+                await reader.read_all()
+        assert failed.value.__cause__ is not None
+
+
+def test_client_arguments_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="ftp://x"):
+        open_resumable_sse("ftp://x")
+    with pytest.raises(ConfigurationError, match="http://x"):
+        open_resumable_websocket("http://x")
+    with pytest.raises(ConfigurationError, match="-5"):
+        open_resumable_sse("http://x", position=-5)
+    with pytest.raises(ConfigurationError, match="0"):
+        open_resumable_sse("http://x", connect_timeout=0)
+    assert issubclass(RequestRejectedError, Exception)
