@@ -1,0 +1,64 @@
+"""The trio-websocket server (trio only: it has no asyncio flavour) with the resuming client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import trio
+
+from resumable_streams import ResumableStreamContext
+from resumable_streams._protocol.resumable import utf16_len
+from resumable_streams.errors import RemoteStreamNotFoundError
+from resumable_streams.resumable.producer import MakeStream
+from resumable_streams.testing import TCPProxy
+from resumable_streams.transports import open_resumable_websocket, serve_resumable_websockets
+
+from .test_clients import FAST_RETRY, PRODUCED, Source
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("backend_url", ["memory"], indirect=True)
+async def test_trio_websocket_server_resumes_through_cuts(
+    make_ctx: Callable[..., ResumableStreamContext],
+) -> None:
+    source = Source()
+
+    def make_stream(stream_id: str) -> MakeStream | None:
+        return source if stream_id == "s" else None
+
+    def stream_id_for_path(path: str) -> str | None:
+        return path.removeprefix("/streams/") if path.startswith("/streams/") else None
+
+    with trio.fail_after(60):
+        async with make_ctx() as ctx, trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_resumable_websockets(
+                    ctx,
+                    "127.0.0.1",
+                    0,
+                    make_stream=make_stream,
+                    stream_id_for_path=stream_id_for_path,
+                    task_status=task_status,
+                )
+            )
+            async with TCPProxy("127.0.0.1", server.port) as proxy:
+                proxy.budget = lambda i: 500 + 300 * i if i < 10 else None
+                reader = open_resumable_websocket(
+                    f"ws://127.0.0.1:{proxy.port}/streams/s", retry=FAST_RETRY
+                )
+
+                async def release() -> None:
+                    while reader.position < utf16_len(PRODUCED):
+                        await trio.sleep(0.01)
+                    source.finish.set()
+
+                nursery.start_soon(release)
+                assert await reader.read_all() == PRODUCED
+                assert reader.reconnects >= 1
+                # Resume-only for other ids; a path the mapping refuses is a 404 handshake.
+                for path, match in [("/streams/other", "other"), ("/elsewhere", "404")]:
+                    url = f"ws://127.0.0.1:{server.port}{path}"
+                    with pytest.raises(RemoteStreamNotFoundError, match=match):
+                        await open_resumable_websocket(url, retry=FAST_RETRY).read_all()
+            nursery.cancel_scope.cancel()
