@@ -58,6 +58,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_body_size=args.max_body_size,
         backend=args.backend,
         cache_control=args.cache_control or DEFAULT_CACHE_CONTROL,
+        http=args.http,
     )
     return 0
 
@@ -112,7 +113,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--backend",
         choices=["trio", "asyncio"],
         default="trio",
-        help="event loop for hypercorn (default trio)",
+        help="event loop (default trio)",
+    )
+    parser.add_argument(
+        "--http",
+        choices=["builtin", "hypercorn"],
+        default="builtin",
+        help="HTTP server: the built-in HTTP/1.1 one (default, fastest) or hypercorn",
     )
     parser.add_argument(
         "--cache-control",

@@ -1,4 +1,10 @@
-"""Run the Durable Streams server standalone with hypercorn (trio worker by default)."""
+"""Run the Durable Streams server standalone (trio by default, asyncio on request).
+
+Two HTTP/1.1 front ends serve the same ASGI app: the built-in one
+(:mod:`~resumable_streams.durable.server.http1`, the default: several times less CPU per
+request) and hypercorn (``http="hypercorn"``: HTTP/2 via h2c and its battle-tested h11
+parser, at the cost of speed).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,27 @@ import anyio
 
 from ...storage.open import StorageKind
 from .app import DEFAULT_CACHE_CONTROL, DEFAULT_MAX_BODY_SIZE, create_app
+from .http1 import serve_http1
 from .inspector import add_inspector
 
 __all__ = ["serve"]
 
 logger = logging.getLogger("resumable_streams.durable.server")
+
+
+async def _watch_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            stop.set()
+            return
+
+
+async def _serve_builtin(app: Any, host: str, port: int) -> None:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, stop)
+        await serve_http1(app, host, port, shutdown_trigger=stop.wait)
+        tg.cancel_scope.cancel()
 
 
 async def _serve_async(app: Any, config: Any, backend: str) -> None:
@@ -29,15 +51,8 @@ async def _serve_async(app: Any, config: Any, backend: str) -> None:
         hypercorn_serve = asyncio_serve
 
     stop = anyio.Event()
-
-    async def watch_signals() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                stop.set()
-                return
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(watch_signals)
+        tg.start_soon(_watch_signals, stop)
         await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
         tg.cancel_scope.cancel()
 
@@ -54,13 +69,16 @@ def serve(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     backend: Literal["trio", "asyncio"] = "trio",
     cache_control: str = DEFAULT_CACHE_CONTROL,
+    http: Literal["builtin", "hypercorn"] = "builtin",
 ) -> None:
     """Serve Durable Streams on ``host:port`` until SIGINT/SIGTERM (blocks).
 
     ``cache_control`` is the ``Cache-Control`` of cacheable catch-up responses (see
-    :class:`~resumable_streams.durable.server.DurableStreamsApp`).
+    :class:`~resumable_streams.durable.server.DurableStreamsApp`). ``http`` picks the
+    HTTP server: the built-in HTTP/1.1 one, or hypercorn.
     """
-    from hypercorn.config import Config
+    if http not in ("builtin", "hypercorn"):
+        raise ValueError(f"unknown HTTP server {http!r}: choose 'builtin' or 'hypercorn'")
 
     app = create_app(
         storage,
@@ -72,11 +90,23 @@ def serve(
         cache_control=cache_control,
     )
     add_inspector(app)  # the inspector page at /
+    logger.info(
+        "Durable Streams server on http://%s:%d (storage: %s, %s on %s)",
+        host,
+        port,
+        storage,
+        http,
+        backend,
+    )
+    if http == "builtin":
+        anyio.run(_serve_builtin, app, host, port, backend=backend)
+        return
+    from hypercorn.config import Config
+
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = "-"
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = 75.0
-    logger.info("Durable Streams server on http://%s:%d (storage: %s)", host, port, storage)
     anyio.run(_serve_async, app, config, backend, backend=backend)

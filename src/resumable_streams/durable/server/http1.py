@@ -1,0 +1,616 @@
+"""A small, fast HTTP/1.1 server for ASGI apps, on anyio (trio or asyncio).
+
+``resumable-streams serve`` uses it by default (``--http hypercorn`` picks hypercorn instead).
+It exists for speed: per request it does one socket read, a handful of ``bytes`` operations
+and one socket write (status line, headers and a small body leave in one ``send``), where
+hypercorn's h11 state machine, event objects and per-message task hops cost several times
+more CPU - the Durable Streams benchmark (``bench/durable_server_bench.py``) measured it.
+
+What it implements, and nothing more:
+
+* HTTP/1.1 and 1.0, keep-alive, pipelining (requests answered in order), ``Expect:
+  100-continue``; request bodies framed by ``Content-Length`` or ``Transfer-Encoding:
+  chunked``, streamed to the app as they arrive; responses framed by the app's
+  ``Content-Length``, else chunked (HTTP/1.1) or by closing the connection (HTTP/1.0).
+* Strict parsing, answered with 400 and a reason (431 for oversized heads) and a closed
+  connection: malformed request lines and header lines, obsolete line folding, control
+  characters, both ``Content-Length`` and ``Transfer-Encoding``, conflicting lengths,
+  transfer codings other than ``chunked``, malformed chunks - the usual request-smuggling
+  vectors are refused rather than interpreted.
+* Timeouts: a request head must arrive within ``head_timeout`` seconds of its first byte, an
+  idle keep-alive connection is closed after ``keep_alive_timeout``.
+* ``http.disconnect``: once a request's body is consumed, the app's next ``receive()`` waits
+  for the client to go away (what an SSE handler watches).
+* ASGI lifespan (startup / shutdown), run for the whole life of :func:`serve_http1`.
+
+Not implemented: HTTP/2, TLS, WebSocket upgrades (answered 400/426 by the app), trailers
+sent to the app. Put a TLS-terminating proxy in front for production traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from email.utils import formatdate
+from typing import Any, Final
+from urllib.parse import unquote
+
+import anyio
+import anyio.abc
+from anyio.abc import TaskStatus
+
+__all__ = ["HTTP1Limits", "serve_http1"]
+
+logger = logging.getLogger("resumable_streams.durable.server.http1")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET: Final = re.compile(rb"/[\x21-\x7e]*")
+_REASONS: Final = {
+    100: "Continue",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
+    413: "Content Too Large",
+    417: "Expectation Failed",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+class HTTP1Limits:
+    """Limits and timeouts of :func:`serve_http1` (seconds and bytes)."""
+
+    def __init__(
+        self,
+        *,
+        max_head_size: int = 64 * 1024,
+        max_headers: int = 100,
+        head_timeout: float = 30.0,
+        keep_alive_timeout: float = 75.0,
+        shutdown_timeout: float = 2.0,
+    ) -> None:
+        self.max_head_size = max_head_size
+        self.max_headers = max_headers
+        self.head_timeout = head_timeout
+        self.keep_alive_timeout = keep_alive_timeout
+        self.shutdown_timeout = shutdown_timeout
+
+
+class _BadRequest(Exception):
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class _Closed(Exception):
+    """The peer closed the connection (or it broke)."""
+
+
+_date_cache: list[Any] = [0, b""]
+
+
+def _date_header() -> bytes:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    value: bytes = _date_cache[1]
+    return value
+
+
+class _Connection:
+    """One client connection: reads requests, runs the app for each, writes responses."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        stream: anyio.abc.SocketStream,
+        limits: HTTP1Limits,
+        state: dict[str, Any],
+        server: tuple[str, int],
+        tracker: _Tracker,
+    ) -> None:
+        self.app = app
+        self.stream = stream
+        self.limits = limits
+        self.state = state
+        self.server = server
+        self.tracker = tracker
+        try:
+            remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            self.client: tuple[str, int] | None = (str(remote[0]), int(remote[1]))
+        except (anyio.TypedAttributeLookupError, TypeError, IndexError):
+            self.client = None
+        self.buf = bytearray()
+        self.eof = False
+
+    # ------------------------------------------------------------------ reading
+
+    async def _fill(self) -> None:
+        try:
+            data = await self.stream.receive(65536)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self.eof = True
+            raise _Closed from None
+        self.buf += data
+
+    async def _read_head(self) -> bytes | None:
+        """The next request head (without the blank line), or None on a clean close."""
+        with anyio.move_on_after(self.limits.keep_alive_timeout):
+            while not self.buf:
+                try:
+                    await self._fill()
+                except _Closed:
+                    return None
+        if not self.buf:
+            return None  # idle keep-alive timeout
+        with anyio.fail_after(self.limits.head_timeout):
+            while (end := self.buf.find(b"\r\n\r\n")) < 0:
+                if len(self.buf) > self.limits.max_head_size:
+                    raise _BadRequest("request head too large", 431)
+                await self._fill()
+        if end > self.limits.max_head_size:
+            raise _BadRequest("request head too large", 431)
+        head = bytes(self.buf[:end])
+        del self.buf[: end + 4]
+        return head
+
+    async def _read_line(self) -> bytes:
+        while (end := self.buf.find(b"\r\n")) < 0:
+            if len(self.buf) > 4096:
+                raise _BadRequest("chunk header too long")
+            await self._fill()
+        line = bytes(self.buf[:end])
+        del self.buf[: end + 2]
+        return line
+
+    async def _read_chunk(self) -> bytes:
+        """The next chunk of a chunked body; b"" after the last one (trailers skipped)."""
+        line = await self._read_line()
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or len(size_text) > 16 or not _is_hex(size_text):
+            raise _BadRequest("malformed chunk size")
+        size = int(size_text, 16)
+        if size == 0:
+            while await self._read_line():  # trailers: ignored
+                pass
+            return b""
+        while len(self.buf) < size + 2:
+            await self._fill()
+        if self.buf[size : size + 2] != b"\r\n":
+            raise _BadRequest("malformed chunk")
+        data = bytes(self.buf[:size])
+        del self.buf[: size + 2]
+        return data
+
+    # ------------------------------------------------------------------ one request
+
+    def _parse(self, head: bytes) -> tuple[Scope, int | None, bool, bool, bool]:
+        """Scope, content length (None: chunked), keep-alive, expect-continue, is HTTP/1.1."""
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            raise _BadRequest("malformed request line")
+        method, target, version = parts
+        if version == b"HTTP/1.1":
+            http11 = True
+        elif version == b"HTTP/1.0":
+            http11 = False
+        else:
+            raise _BadRequest("unsupported HTTP version")
+        if not _TOKEN.fullmatch(method):
+            raise _BadRequest("malformed method")
+        if not _TARGET.fullmatch(target):
+            raise _BadRequest("malformed request target")
+        if len(lines) - 1 > self.limits.max_headers:
+            raise _BadRequest("too many header fields", 431)
+        headers: list[tuple[bytes, bytes]] = []
+        length: int | None = 0
+        lengths: set[bytes] = set()
+        chunked = False
+        connection = b""
+        expect = False
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):
+                raise _BadRequest("malformed header line")
+            value = value.strip(b" \t")
+            if _BAD_VALUE.search(value):
+                raise _BadRequest("control character in a header value")
+            name = name.lower()
+            headers.append((name, value))
+            if name == b"content-length":
+                lengths.update(v.strip() for v in value.split(b","))
+            elif name == b"transfer-encoding":
+                if value.lower() != b"chunked" or chunked:
+                    raise _BadRequest("unsupported Transfer-Encoding")
+                chunked = True
+            elif name == b"connection":
+                connection += b"," + value.lower()
+            elif name == b"expect":
+                if value.lower() != b"100-continue":
+                    raise _BadRequest("unsupported Expect value", 417)
+                expect = True
+        if chunked:
+            if lengths:
+                raise _BadRequest("both Content-Length and Transfer-Encoding")
+            length = None
+        elif lengths:
+            if len(lengths) != 1:
+                raise _BadRequest("conflicting Content-Length values")
+            (text,) = lengths
+            if not text.isdigit() or len(text) > 18:
+                raise _BadRequest("malformed Content-Length")
+            length = int(text)
+        tokens = {t.strip() for t in connection.split(b",")}
+        keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)
+        raw_path, _, query = target.partition(b"?")
+        try:
+            path = unquote(raw_path.decode("ascii"), errors="surrogateescape")
+        except UnicodeDecodeError:
+            raise _BadRequest("malformed request target") from None
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1" if http11 else "1.0",
+            "method": method.decode("ascii"),
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": headers,
+            "client": self.client,
+            "server": self.server,
+            "state": dict(self.state),
+        }
+        return scope, length, keep_alive, expect, http11
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    head = await self._read_head()
+                    if head is None:
+                        return
+                    scope, length, keep_alive, expect, http11 = self._parse(head)
+                except _BadRequest as exc:
+                    await self._reject(exc.status, str(exc))
+                    return
+                except TimeoutError:
+                    await self._reject(408, "request head timed out")
+                    return
+                self.tracker.busy += 1
+                try:
+                    if not await self._handle(scope, length, keep_alive, expect, http11):
+                        return
+                finally:
+                    self.tracker.done_one()
+                if self.tracker.stopping:
+                    return
+        except _Closed:
+            return
+        except Exception:
+            logger.exception("HTTP/1.1 connection failed")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _reject(self, status: int, reason: str) -> None:
+        body = reason.encode()
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            "content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            f"content-length: {len(body)}\r\n"
+        ).encode()
+        with anyio.move_on_after(1), _suppress_closed():
+            await self.stream.send(head + _date_header() + b"\r\n" + body)
+
+    async def _handle(
+        self, scope: Scope, length: int | None, keep_alive: bool, expect: bool, http11: bool
+    ) -> bool:
+        """Run the app for one request; True if the connection can carry another."""
+        remaining = length  # body bytes left (None: chunked, not finished)
+        body_done = length == 0
+        continue_pending = expect and http11
+        started = False
+        finished = False
+        chunked_out = False
+        close_delimited = False
+        head_only = scope["method"] == "HEAD"
+        no_body = False
+        pending_head = b""
+        gone = False
+        request_ended = False  # the app was told the request body is complete
+
+        async def receive() -> Message:
+            nonlocal remaining, body_done, continue_pending, gone, request_ended, started, finished
+            if not request_ended and body_done and not gone:
+                request_ended = True  # a body-less request: one empty message
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if body_done:
+                if gone:
+                    return {"type": "http.disconnect"}
+                # Wait for the client to go away; keep pipelined bytes for the next request.
+                while len(self.buf) <= self.limits.max_head_size:
+                    try:
+                        await self._fill()
+                    except _Closed:
+                        gone = True
+                        return {"type": "http.disconnect"}
+                await anyio.sleep_forever()
+            if continue_pending:
+                continue_pending = False
+                await self._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+            try:
+                if remaining is not None:  # Content-Length
+                    if not self.buf:
+                        await self._fill()
+                    take = min(remaining, len(self.buf))
+                    data = bytes(self.buf[:take])
+                    del self.buf[:take]
+                    remaining -= take
+                    body_done = request_ended = remaining == 0
+                    return {"type": "http.request", "body": data, "more_body": not body_done}
+                data = await self._read_chunk()
+                body_done = request_ended = not data
+                return {"type": "http.request", "body": data, "more_body": not body_done}
+            except _Closed:
+                gone = True
+                body_done = True
+                return {"type": "http.disconnect"}
+            except _BadRequest as exc:
+                # A malformed body: answer 400 now (unless a response began) and let the
+                # app see a disconnect; whatever it sends afterwards is dropped.
+                gone = True
+                body_done = True
+                if not started:
+                    started = finished = True
+                    await self._reject(exc.status, str(exc))
+                return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal started, finished, chunked_out, close_delimited, no_body, pending_head
+            nonlocal keep_alive
+            kind = message["type"]
+            if gone and finished:
+                return  # the connection is being dropped (a malformed body was answered)
+            if kind == "http.response.start":
+                if started:
+                    raise RuntimeError("http.response.start sent twice")
+                started = True
+                status = int(message["status"])
+                out = [
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n".encode(),
+                    _date_header(),
+                ]
+                has_length = False
+                for name, value in message.get("headers", ()):
+                    lname = bytes(name).lower()
+                    if lname == b"content-length":
+                        has_length = True
+                    elif lname == b"connection":
+                        if b"close" in bytes(value).lower():
+                            keep_alive = False
+                        continue
+                    elif lname == b"transfer-encoding":
+                        continue
+                    out.append(bytes(name) + b": " + bytes(value) + b"\r\n")
+                no_body = head_only or status in (204, 304) or status < 200
+                if not no_body and not has_length:
+                    if http11:
+                        chunked_out = True
+                        out.append(b"transfer-encoding: chunked\r\n")
+                    else:
+                        close_delimited = True
+                        keep_alive = False
+                if not body_done:
+                    keep_alive = False  # unread request body: don't guess where it ends
+                if not keep_alive:
+                    out.append(b"connection: close\r\n")
+                elif not http11:
+                    out.append(b"connection: keep-alive\r\n")
+                out.append(b"\r\n")
+                pending_head = b"".join(out)
+                return
+            if kind != "http.response.body":
+                raise RuntimeError(f"unexpected ASGI message {kind!r}")
+            if not started:
+                raise RuntimeError("http.response.body before http.response.start")
+            if finished:
+                return
+            body = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            if no_body:
+                payload = b""
+            elif chunked_out:
+                payload = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+                if not more:
+                    payload += b"0\r\n\r\n"
+            else:
+                payload = body
+            if not more:
+                finished = True
+            data = pending_head + payload
+            pending_head = b""
+            if data:
+                await self._send_raw(data)
+
+        try:
+            await self.app(scope, receive, send)
+        except _Closed:
+            return False
+        except Exception:
+            logger.exception("ASGI app raised on %s %s", scope["method"], scope["path"])
+            if not started:
+                await self._reject(500, "internal server error")
+            return False
+        if not started:
+            await self._reject(500, "the app sent no response")
+            return False
+        if not finished:
+            if pending_head:
+                await self._send_raw(pending_head)
+            return False  # the app ended mid-body: the response can only be ended by closing
+        return keep_alive and body_done and not gone and not close_delimited
+
+    async def _send_raw(self, data: bytes) -> None:
+        try:
+            await self.stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise _Closed from None
+
+
+class _Tracker:
+    """Counts connections busy with a request, for a graceful shutdown."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.stopping = False
+        self.idle = anyio.Event()
+
+    def done_one(self) -> None:
+        self.busy -= 1
+        if self.busy == 0 and self.stopping:
+            self.idle.set()
+
+    async def wait_idle(self) -> None:
+        self.stopping = True
+        if self.busy == 0:
+            return
+        await self.idle.wait()
+
+
+class _suppress_closed:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> bool:
+        return exc_type is not None and issubclass(
+            exc_type, (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+        )
+
+
+def _is_hex(text: bytes) -> bool:
+    return all(c in b"0123456789abcdefABCDEF" for c in text)
+
+
+async def _lifespan(
+    app: ASGIApp,
+    state: dict[str, Any],
+    started: anyio.Event,
+    stop: anyio.Event,
+    failure: list[str],
+) -> None:
+    """Drive the ASGI lifespan protocol: startup, wait for ``stop``, shutdown."""
+    queue: list[Message] = [{"type": "lifespan.startup"}]
+    wake = anyio.Event()
+
+    async def receive() -> Message:
+        nonlocal wake
+        while not queue:
+            await wake.wait()
+            wake = anyio.Event()
+        return queue.pop(0)
+
+    async def send(message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.failed":
+            failure.append(str(message.get("message") or "startup failed"))
+        if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
+            started.set()
+
+    async def shutdown_when_stopped() -> None:
+        await stop.wait()
+        queue.append({"type": "lifespan.shutdown"})
+        wake.set()
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(shutdown_when_stopped)
+        try:
+            await app(scope, receive, send)
+        except Exception:
+            if not started.is_set():  # an app without lifespan support: serve it anyway
+                logger.debug("ASGI app does not support lifespan", exc_info=True)
+            elif not failure:
+                logger.exception("ASGI lifespan shutdown failed")
+        finally:
+            started.set()
+            tg.cancel_scope.cancel()
+
+
+async def serve_http1(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    limits: HTTP1Limits | None = None,
+    task_status: TaskStatus[list[tuple[str, int]]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` until ``shutdown_trigger()`` returns.
+
+    Runs the app's lifespan around the whole service; reports the bound addresses through
+    ``task_status`` (``port=0`` picks a free port). On shutdown it stops accepting, then
+    gives open connections ``limits.shutdown_timeout`` seconds before cancelling them.
+    """
+    limits = limits or HTTP1Limits()
+    state: dict[str, Any] = {}
+    started = anyio.Event()
+    stop_lifespan = anyio.Event()
+    failure: list[str] = []
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(_lifespan, app, state, started, stop_lifespan, failure)
+        await started.wait()
+        if failure:
+            stop_lifespan.set()
+            raise RuntimeError(f"ASGI lifespan startup failed: {failure[0]}")
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        bound = [
+            (
+                str(one.extra(anyio.abc.SocketAttribute.local_address)[0]),
+                int(one.extra(anyio.abc.SocketAttribute.local_port)),
+            )
+            for one in listener.listeners
+        ]
+        server = bound[0]
+        tracker = _Tracker()
+        async with anyio.create_task_group() as conns:
+
+            async def handle(stream: anyio.abc.SocketStream) -> None:
+                await _Connection(app, stream, limits, state, server, tracker).run()
+
+            async def accept() -> None:
+                async with listener:
+                    await listener.serve(handle, task_group=conns)
+
+            async with anyio.create_task_group() as accepting:
+                accepting.start_soon(accept)
+                task_status.started(bound)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+            with anyio.move_on_after(limits.shutdown_timeout):
+                await tracker.wait_idle()
+            conns.cancel_scope.cancel()
+        stop_lifespan.set()

@@ -1,0 +1,252 @@
+"""The built-in HTTP/1.1 server (``serve --http builtin``) over real loopback sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from resumable_streams.durable.server.http1 import HTTP1Limits, serve_http1
+
+pytestmark = pytest.mark.anyio
+
+
+class EchoApp:
+    """Echoes method, path, query and body; a few paths do something special."""
+
+    def __init__(self) -> None:
+        self.lifespan: list[str] = []
+        self.disconnected = anyio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.lifespan.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        if path == "/boom":
+            raise RuntimeError("boom")
+        if path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for part in (b"one,", b"two,", b"three"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if path == "/wait-disconnect":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"waiting", "more_body": True})
+            assert (await receive())["type"] == "http.disconnect"
+            self.disconnected.set()
+            return
+        out = f"{scope['method']} {path} {scope['query_string'].decode()} ".encode() + body
+        headers = [(b"content-length", str(len(out)).encode()), (b"x-test", b"1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+
+@asynccontextmanager
+async def running(app: Any, **limits: float) -> AsyncIterator[int]:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        bound = await tg.start(
+            lambda task_status: serve_http1(
+                app,
+                "127.0.0.1",
+                0,
+                shutdown_trigger=stop.wait,
+                limits=HTTP1Limits(**limits),  # type: ignore[arg-type]
+                task_status=task_status,
+            )
+        )
+        try:
+            yield bound[0][1]
+        finally:
+            stop.set()
+
+
+async def read_response(stream: anyio.abc.ByteStream, buf: bytearray) -> tuple[bytes, bytes]:
+    """One response with a Content-Length (head, body); leftovers stay in ``buf``."""
+    while b"\r\n\r\n" not in buf:
+        buf += await stream.receive()
+    end = buf.index(b"\r\n\r\n")
+    head = bytes(buf[:end])
+    del buf[: end + 4]
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    while len(buf) < length:
+        buf += await stream.receive()
+    body = bytes(buf[:length])
+    del buf[:length]
+    return head, body
+
+
+async def read_all(stream: anyio.abc.ByteStream) -> bytes:
+    data = b""
+    while True:
+        try:
+            data += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return data
+
+
+async def test_keep_alive_and_pipelining() -> None:
+    app = EchoApp()
+    with anyio.fail_after(10):
+        async with running(app) as port, await anyio.connect_tcp("127.0.0.1", port) as s:
+            buf = bytearray()
+            await s.send(b"GET /a?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            head, body = await read_response(s, buf)
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            assert b"\r\ndate: " in head
+            assert body == b"GET /a x=1 "
+            # two pipelined requests in one packet, answered in order
+            await s.send(
+                b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+                b"GET /c%20d HTTP/1.1\r\nHost: t\r\n\r\n"
+            )
+            assert (await read_response(s, buf))[1] == b"POST /b  abc"
+            assert (await read_response(s, buf))[1] == b"GET /c d  "
+    assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_chunked_request_and_100_continue() -> None:
+    with anyio.fail_after(10):
+        async with running(EchoApp()) as port, await anyio.connect_tcp("127.0.0.1", port) as s:
+            buf = bytearray()
+            await s.send(
+                b"POST /e HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            while b"\r\n\r\n" not in buf:
+                buf += await s.receive()
+            assert buf.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            del buf[: len(b"HTTP/1.1 100 Continue\r\n\r\n")]
+            await s.send(b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n")
+            assert (await read_response(s, buf))[1] == b"POST /e  abcde"
+
+
+async def test_streamed_response_is_chunked_and_http10_is_closed() -> None:
+    with anyio.fail_after(10):
+        async with running(EchoApp()) as port:
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                raw = await read_all(s)
+            assert b"transfer-encoding: chunked" in raw
+            assert raw.endswith(b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n")
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"GET /stream HTTP/1.0\r\n\r\n")
+                raw = await read_all(s)
+            assert b"chunked" not in raw
+            assert raw.endswith(b"\r\n\r\none,two,three")
+
+
+async def test_head_and_app_errors() -> None:
+    with anyio.fail_after(10):
+        async with running(EchoApp()) as port, await anyio.connect_tcp("127.0.0.1", port) as s:
+            buf = bytearray()
+            await s.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\nGET /boom HTTP/1.1\r\n\r\n")
+            while b"\r\n\r\n" not in buf:
+                buf += await s.receive()
+            head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+            assert b"content-length: 9" in head  # HEAD: the length, no body
+            rest += await read_all(s)
+            assert rest.startswith(b"HTTP/1.1 500 ")
+            assert b"connection: close" in rest
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "reason"),
+    [
+        (b"GET /\r\n\r\n", b"400", b"malformed request line"),
+        (b"GET / HTTP/2.0\r\n\r\n", b"400", b"unsupported HTTP version"),
+        (b"GET http://x/ HTTP/1.1\r\n\r\n", b"400", b"malformed request target"),
+        (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", b"400", b"malformed header line"),
+        (b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", b"400", b"malformed header line"),
+        (b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n", b"400", b"control character"),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"400",
+            b"both Content-Length and Transfer-Encoding",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"400",
+            b"conflicting Content-Length",
+        ),
+        (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", b"400", b"malformed Content-Length"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"400", b"Transfer-Encoding"),
+        (b"POST / HTTP/1.1\r\nExpect: magic\r\n\r\n", b"417", b"Expect"),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"400",
+            b"malformed chunk size",
+        ),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", b"431", b"too large"),
+    ],
+)
+async def test_bad_requests_are_refused_and_closed(
+    request_bytes: bytes, status: bytes, reason: bytes
+) -> None:
+    with anyio.fail_after(10):
+        async with running(EchoApp()) as port, await anyio.connect_tcp("127.0.0.1", port) as s:
+            await s.send(request_bytes)
+            raw = await read_all(s)
+            assert raw.startswith(b"HTTP/1.1 " + status), raw[:200]
+            assert reason in raw
+            assert b"connection: close" in raw
+
+
+async def test_disconnect_reaches_a_streaming_app() -> None:
+    app = EchoApp()
+    with anyio.fail_after(10):
+        async with running(app) as port:
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"GET /wait-disconnect HTTP/1.1\r\nHost: t\r\n\r\n")
+                buf = b""
+                while b"waiting" not in buf:
+                    buf += await s.receive()
+            await app.disconnected.wait()
+
+
+async def test_idle_and_slow_head_timeouts() -> None:
+    with anyio.fail_after(10):
+        async with running(EchoApp(), keep_alive_timeout=0.1, head_timeout=0.1) as port:
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                assert await read_all(s) == b""  # idle: closed without a word
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"GET / HTTP/1.1\r\n")  # and never the rest
+                assert (await read_all(s)).startswith(b"HTTP/1.1 408 ")
+
+
+async def test_shutdown_waits_for_a_busy_request_then_cancels() -> None:
+    app = EchoApp()
+    with anyio.fail_after(10):
+        async with running(app, shutdown_timeout=0.2) as port:
+            s = await anyio.connect_tcp("127.0.0.1", port)
+            await s.send(b"GET /wait-disconnect HTTP/1.1\r\nHost: t\r\n\r\n")
+            buf = b""
+            while b"waiting" not in buf:
+                buf += await s.receive()
+        # the server stopped: its streaming request was cancelled after the grace period
+        # and the connection closed (read_all returns at EOF)
+        await read_all(s)
+        await s.aclose()
+        assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
