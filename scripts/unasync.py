@@ -22,6 +22,7 @@ FILES = {
 }
 
 SUBS: list[tuple[str, str]] = [
+    (r"\bawait anyio\.lowlevel\.checkpoint\(\)", "time.sleep(0)  # let other threads run"),
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
     (r"\basync for\b", "for"),
@@ -29,6 +30,7 @@ SUBS: list[tuple[str, str]] = [
     (r"\bimport anyio\n", "import time\n"),
     (r"\banyio\.sleep\b", "time.sleep"),
     (r"\banyio\.Event\b", "threading.Event"),
+    (r"import anyio\.lowlevel\n", ""),
     (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),

@@ -86,7 +86,9 @@ async def test_concurrent_appends_are_coalesced(stream_url: str) -> None:
     assert sorted((m["w"], m["i"]) for m in items) == [(w, i) for w in range(8) for i in range(10)]
     for w in range(8):  # each writer's own appends stay in order
         assert [m["i"] for m in items if m["w"] == w] == list(range(10))
-    assert counter.posts < 80
+    # callers whose appends just finished queue before the next batch goes: about one POST
+    # per round of the 8 writers (a loose bound: scheduling order varies)
+    assert counter.posts <= 40
     assert all(offsets)
 
 

@@ -554,6 +554,8 @@ class _QueuedAppend(core.QueuedAppend):
         self.ready = threading.Event()
         """Set when the append has finished, or when its caller must lead the next batch."""
         self.done = False
+        self.leading = False
+        """Whether its caller sends the next batch (the queue's head has a leader)."""
         self.result: AppendResult | None = None
         self.error: BaseException | None = None
 
@@ -820,17 +822,22 @@ class DurableStream:
             return self._send_appends([item])
         with self._batch_lock:
             self._batch_queue.append(item)
-            lead = not self._batch_busy
+            item.leading = not self._batch_busy
             self._batch_busy = True
-        if not lead:
-            try:
+        try:
+            if not item.leading:
                 item.ready.wait()
-            except BaseException:
-                self._withdraw(item)
-                raise
-            if item.done:
-                return item.outcome()
-        # this caller leads: its append is at the head of the queue
+                if item.done:
+                    return item.outcome()
+            # this caller leads. Let callers that are about to append (such as those whose
+            # appends just finished) queue first, so that they share this batch. (Twice:
+            # trio runs the tasks woken in one batch in random order.)
+            time.sleep(0)  # let other threads run
+            time.sleep(0)  # let other threads run
+        except BaseException:
+            self._withdraw(item)
+            raise
+        # its append is at the head of the queue
         with self._batch_lock:
             batch = core.take_append_batch(self._batch_queue, self.max_batch_bytes)
         try:
@@ -859,6 +866,7 @@ class DurableStream:
         """Wake the next queued append to lead, or mark the handle idle."""
         with self._batch_lock:
             if self._batch_queue:
+                self._batch_queue[0].leading = True
                 self._batch_queue[0].ready.set()
             else:
                 self._batch_busy = False
@@ -868,7 +876,7 @@ class DurableStream:
         with self._batch_lock:
             if not self._batch_queue or item not in self._batch_queue:
                 return  # in flight in another caller's batch, or finished
-            was_leader = self._batch_queue[0] is item and item.ready.is_set()
+            was_leader = item.leading
             self._batch_queue.remove(item)
         if was_leader:
             self._hand_off()
