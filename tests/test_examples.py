@@ -14,43 +14,51 @@ import pytest
 from resumable_streams.testing import RedisServer, free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TOKEN_DEMOS = ["fastapi_tokens.py", "trio_tokens.py"]
+
+
+def run_example(name: str, *args: str, redis_url: str | None = None) -> str:
+    """Run ``examples/name`` with ``args``; in memory unless ``redis_url``; its stdout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KV_URL")}
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    ).stdout
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_resume_demo_in_memory(backend: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KV_URL")}
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "resume_demo.py"), backend],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=True,
-    ).stdout
+    out = run_example("resume_demo.py", backend)
     assert "resumed text matches the produced text exactly" in out
     assert "stream state: DONE" in out
 
 
 def test_resume_demo_through_redis(redis_server: RedisServer) -> None:
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "resume_demo.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "REDIS_URL": redis_server.url},
-        check=True,
-    ).stdout
+    out = run_example("resume_demo.py", redis_url=redis_server.url)
     assert "resumed text matches the produced text exactly" in out
 
 
-def _run_example(*args: str) -> str:
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
+@pytest.mark.parametrize("example", TOKEN_DEMOS)
+def test_token_streaming_demo_in_memory(example: str) -> None:
+    out = run_example(example, "demo")
+    assert "then lost its connection" in out
+    assert "head + tail is exactly the answer" in out
+
+
+@pytest.mark.parametrize("example", TOKEN_DEMOS)
+def test_token_streaming_demo_through_redis(example: str, redis_server: RedisServer) -> None:
+    out = run_example(example, "demo", redis_url=redis_server.url)
+    assert "head + tail is exactly the answer" in out
 
 
 def test_durable_pair_embedded_server() -> None:
-    out = _run_example(str(EXAMPLES / "durable_pair.py"))
+    out = run_example("durable_pair.py")
     assert "producer: 2000 events written, stream closed" in out
     assert "consumer: 2000 events read" in out
     assert "every event arrived once, in order" in out
@@ -74,8 +82,7 @@ def test_durable_pair_against_serve(tmp_path: Path) -> None:
                 assert server.poll() is None, "resumable-streams serve exited"
                 assert time.monotonic() < deadline, "resumable-streams serve did not start"
                 time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}/v1/stream/orders"
-        out = _run_example(str(EXAMPLES / "durable_pair.py"), url)
+        out = run_example("durable_pair.py", f"http://127.0.0.1:{port}/v1/stream/orders")
         assert "every event arrived once, in order" in out
     finally:
         server.terminate()
