@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -58,6 +60,15 @@ class GatedTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+@asynccontextmanager
+async def gated_handle(url: str) -> AsyncIterator[tuple[AsyncDurableStream, GatedTransport]]:
+    """A new text/plain stream's handle whose POSTs wait for ``transport.gate``."""
+    transport = GatedTransport()
+    async with httpx2.AsyncClient(transport=transport) as client:
+        handle = await AsyncDurableStream.create(url, content_type="text/plain", client=client)
+        yield handle, transport
 
 
 async def read_json(url: str) -> list[Any]:
@@ -109,12 +120,8 @@ async def test_batching_off_sends_one_post_per_append(stream_url: str) -> None:
 
 
 async def test_seq_append_travels_alone_and_fails_alone(stream_url: str) -> None:
-    transport = GatedTransport()
     with anyio.fail_after(20):
-        async with httpx2.AsyncClient(transport=transport) as client:
-            handle = await AsyncDurableStream.create(
-                stream_url, content_type="text/plain", client=client
-            )
+        async with gated_handle(stream_url) as (handle, transport):
             results: dict[str, Any] = {}
 
             async def append(name: str, data: str, seq: str | None = None) -> None:
@@ -139,12 +146,8 @@ async def test_seq_append_travels_alone_and_fails_alone(stream_url: str) -> None
 
 
 async def test_cancelled_queued_append_is_not_sent(stream_url: str) -> None:
-    transport = GatedTransport()
     with anyio.fail_after(20):
-        async with httpx2.AsyncClient(transport=transport) as client:
-            handle = await AsyncDurableStream.create(
-                stream_url, content_type="text/plain", client=client
-            )
+        async with gated_handle(stream_url) as (handle, transport):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(handle.append, "kept;")
                 await transport.post_started.wait()
@@ -170,12 +173,8 @@ async def test_cancelled_queued_append_is_not_sent(stream_url: str) -> None:
 
 
 async def test_a_failed_batch_fails_each_of_its_appends(stream_url: str) -> None:
-    transport = GatedTransport()
     with anyio.fail_after(20):
-        async with httpx2.AsyncClient(transport=transport) as client:
-            handle = await AsyncDurableStream.create(
-                stream_url, content_type="text/plain", client=client
-            )
+        async with gated_handle(stream_url) as (handle, transport):
             errors: dict[str, StreamNotFoundError] = {}
 
             async def append(data: str) -> None:

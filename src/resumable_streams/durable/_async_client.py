@@ -14,7 +14,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, Self, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -52,6 +52,55 @@ def _make_client(
         return client, False
     timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
     return httpx2.AsyncClient(timeout=timeout, verify=default_ssl_context()), True
+
+
+class _OwnsHttpClient:
+    """Closes the HTTP client it created itself (never one it was given).
+
+    As a context manager, on exit. Warns (``ResourceWarning``) when collected unclosed.
+    """
+
+    _client: httpx2.AsyncClient
+    _owns_client: bool
+    _closed: bool
+    _kind = "object"
+
+    def _describe(self) -> str:
+        return ""
+
+    async def _release(self) -> None:
+        """Release what the object holds besides its client (a hook)."""
+
+    async def aclose(self) -> None:
+        """Release the connection, and the HTTP client if this object created it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._release()
+        finally:
+            if self._owns_client:
+                await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True) and getattr(self, "_owns_client", False):
+            warnings.warn(
+                f"unclosed {self._kind} {self._describe()!r}: use it as a context manager or "
+                "call close()",
+                ResourceWarning,
+                stacklevel=1,
+            )
 
 
 # unasync: begin-async-only
@@ -253,7 +302,7 @@ class _AsyncEventIterator(Generic[T]):
         return self._buffer.popleft()
 
 
-class AsyncStreamResponse:
+class AsyncStreamResponse(_OwnsHttpClient):
     """A read session on a stream: iterate it once, as bytes, text, JSON or events.
 
     Properties follow the stream as you consume it: :attr:`offset` is where to resume after the
@@ -445,36 +494,13 @@ class AsyncStreamResponse:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Release the connection (and the HTTP client if this session created it)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._runner.aclose()
-        finally:
-            if self._owns_client:
-                await self._client.aclose()
+    async def _release(self) -> None:
+        await self._runner.aclose()
 
-    async def __aenter__(self) -> AsyncStreamResponse:
-        return self
+    _kind = "stream response"
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True) and getattr(self, "_owns_client", False):
-            warnings.warn(
-                f"unclosed stream response {self._options.url!r}: use it as a context manager "
-                "or call close()",
-                ResourceWarning,
-                stacklevel=1,
-            )
+    def _describe(self) -> str:
+        return self._options.url
 
 
 def _text_converter() -> Callable[[core.ReadEvent], list[str]]:
@@ -594,7 +620,7 @@ class _QueuedAppend(core.QueuedAppend):
         return self.result
 
 
-class AsyncDurableStream:
+class AsyncDurableStream(_OwnsHttpClient):
     """A handle on one stream: create, connect, head, append, close, delete and read it.
 
     The handle keeps its URL, headers, params and content type; it owns an HTTP client unless
@@ -1015,31 +1041,10 @@ class AsyncDurableStream:
             **options,
         )
 
-    async def aclose(self) -> None:
-        """Close the HTTP client if this handle created it."""
-        if not self._closed:
-            self._closed = True
-            if self._owns_client:
-                await self._client.aclose()
+    _kind = "stream handle"
 
-    async def __aenter__(self) -> AsyncDurableStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True) and getattr(self, "_owns_client", False):
-            warnings.warn(
-                f"unclosed stream handle {self.url!r}: use it as a context manager or call close()",
-                ResourceWarning,
-                stacklevel=1,
-            )
+    def _describe(self) -> str:
+        return self.url
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, content_type={self.content_type!r})"

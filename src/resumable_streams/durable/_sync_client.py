@@ -17,7 +17,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, Self, TypeVar, cast
 
 import contextlib
 import time
@@ -53,6 +53,55 @@ def _make_client(client: httpx2.Client | None, timeout: Any) -> tuple[httpx2.Cli
         return client, False
     timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
     return httpx2.Client(timeout=timeout, verify=default_ssl_context()), True
+
+
+class _OwnsHttpClient:
+    """Closes the HTTP client it created itself (never one it was given).
+
+    As a context manager, on exit. Warns (``ResourceWarning``) when collected unclosed.
+    """
+
+    _client: httpx2.Client
+    _owns_client: bool
+    _closed: bool
+    _kind = "object"
+
+    def _describe(self) -> str:
+        return ""
+
+    def _release(self) -> None:
+        """Release what the object holds besides its client (a hook)."""
+
+    def close(self) -> None:
+        """Release the connection, and the HTTP client if this object created it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._release()
+        finally:
+            if self._owns_client:
+                self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True) and getattr(self, "_owns_client", False):
+            warnings.warn(
+                f"unclosed {self._kind} {self._describe()!r}: use it as a context manager or "
+                "call close()",
+                ResourceWarning,
+                stacklevel=1,
+            )
 
 
 class FlowRunner(Generic[R]):
@@ -233,7 +282,7 @@ class EventIterator(Generic[T]):
         return self._buffer.popleft()
 
 
-class StreamResponse:
+class StreamResponse(_OwnsHttpClient):
     """A read session on a stream: iterate it once, as bytes, text, JSON or events.
 
     Properties follow the stream as you consume it: :attr:`offset` is where to resume after the
@@ -421,36 +470,13 @@ class StreamResponse:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Release the connection (and the HTTP client if this session created it)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._runner.close()
-        finally:
-            if self._owns_client:
-                self._client.close()
+    def _release(self) -> None:
+        self._runner.close()
 
-    def __enter__(self) -> StreamResponse:
-        return self
+    _kind = "stream response"
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True) and getattr(self, "_owns_client", False):
-            warnings.warn(
-                f"unclosed stream response {self._options.url!r}: use it as a context manager "
-                "or call close()",
-                ResourceWarning,
-                stacklevel=1,
-            )
+    def _describe(self) -> str:
+        return self._options.url
 
 
 def _text_converter() -> Callable[[core.ReadEvent], list[str]]:
@@ -570,7 +596,7 @@ class _QueuedAppend(core.QueuedAppend):
         return self.result
 
 
-class DurableStream:
+class DurableStream(_OwnsHttpClient):
     """A handle on one stream: create, connect, head, append, close, delete and read it.
 
     The handle keeps its URL, headers, params and content type; it owns an HTTP client unless
@@ -970,31 +996,10 @@ class DurableStream:
             **options,
         )
 
-    def close(self) -> None:
-        """Close the HTTP client if this handle created it."""
-        if not self._closed:
-            self._closed = True
-            if self._owns_client:
-                self._client.close()
+    _kind = "stream handle"
 
-    def __enter__(self) -> DurableStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True) and getattr(self, "_owns_client", False):
-            warnings.warn(
-                f"unclosed stream handle {self.url!r}: use it as a context manager or call close()",
-                ResourceWarning,
-                stacklevel=1,
-            )
+    def _describe(self) -> str:
+        return self.url
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, content_type={self.content_type!r})"
