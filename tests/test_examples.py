@@ -87,3 +87,9 @@ def test_durable_pair_against_serve(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_websocket_client_through_a_cutting_proxy() -> None:
+    out = run_example("websocket_client.py")
+    assert "the proxy cut 3 connections" in out
+    assert "the text is exactly what the producer wrote" in out
