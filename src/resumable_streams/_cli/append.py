@@ -59,8 +59,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "Append each DATA argument as one message, or, without DATA (or with '-'), stream "
             "stdin: one message per line (a JSON value per line on a JSON stream), or with "
             "--chunk-size up to N bytes per message. Uses the idempotent producer: retried "
-            "batches are never stored twice. Prints the stream's tail offset after the last "
-            "message on stdout."
+            "batches are never stored twice. Once everything is acknowledged, prints the "
+            "stream's tail offset on stdout."
         ),
     )
     add_common_arguments(parser, retries=5, progress=True)
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 where = "stdin line"
             offset = await _produce(handle, args, messages, json_mode, where, progress)
-            if offset is None:
+            if offset is None:  # the producer does not report offsets: ask, once acknowledged
                 offset = (await handle.head()).offset
         progress.finish()
         print(offset)
@@ -252,7 +252,7 @@ async def _produce(
     where: str,
     progress: Progress,
 ) -> str | None:
-    """Send every message; return the tail offset after the last one (``None``: unknown)."""
+    """Send every message; with ``--close`` return the final offset (else ``None``)."""
     producer_id = args.producer_id or f"cli-{uuid.uuid4().hex[:12]}"
     offset: str | None = None
     async with IdempotentProducer(
@@ -263,27 +263,19 @@ async def _produce(
         linger_ms=args.linger_ms,
         max_batch_bytes=args.max_batch_bytes,
     ) as producer:
-        # The last message is held back and sent with append(), whose result is the offset.
-        held: tuple[str, bytes] | None = None
         unacked = 0
         async for number, message in messages:
             if json_mode:
                 message = message.strip()
                 if not message:
                     continue
-            if held is not None:
-                with _invalid_input(held[0]):
-                    producer.append_nowait(held[1])
-            held = (f"{where} {number}" if number else where, message)
+            with _invalid_input(f"{where} {number}" if number else where):
+                producer.append_nowait(message)
             progress.add(1, len(message))
             unacked += len(message)
             if unacked >= args.window:
                 await producer.flush()
                 unacked = 0
-        if held is not None:
-            with _invalid_input(held[0]):
-                result = await producer.append(held[1])
-            offset = result.offset
         if args.close:
             offset = (await producer.close_stream()).final_offset
     return offset
