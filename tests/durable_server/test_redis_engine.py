@@ -19,10 +19,14 @@ import anyio
 import httpx2
 import pytest
 
+from resumable_streams._protocol.durable.offsets import ZERO, Offset
+from resumable_streams._protocol.durable.parsing import ProducerHeaders
+from resumable_streams._protocol.durable.planning import AppendRequest, CreateRequest
 from resumable_streams._protocol.sse import SSEDecoder
 from resumable_streams.durable._async_client import _abandon_body
 from resumable_streams.errors import BackendUnavailableError, ConfigurationError
 from resumable_streams.storage import open_storage
+from resumable_streams.storage.redis import RedisStorage
 from resumable_streams.testing import RedisCluster, RedisServer, free_port
 
 from .conftest import ServerProcess
@@ -241,3 +245,52 @@ def test_serve_exits_naming_the_unreachable_redis(server_factory: type[ServerPro
     with pytest.raises(RuntimeError) as info:
         server.start()
     assert f"cannot reach Redis at {url}" in str(info.value)
+
+
+NOW = 1_000_000.0
+
+
+def _text(body: bytes, producer: tuple[str, int, int] | None = None) -> AppendRequest:
+    headers = ProducerHeaders(*producer) if producer is not None else None
+    return AppendRequest("text/plain", body, producer=headers)
+
+
+async def _read_all(storage: RedisStorage, name: str, now: float = NOW) -> bytes:
+    result = await storage.read(name, ZERO, now=now, max_bytes=1 << 30, touch=False)
+    return b"".join(r.data for r in result.records)
+
+
+async def test_two_engines_on_one_redis_see_each_others_writes(redis_url: str) -> None:
+    """Each engine remembers its own last commit; the other's writes must still win."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    with anyio.fail_after(20):
+        async with (
+            RedisStorage.open(redis_url, prefix=prefix) as a,
+            RedisStorage.open(redis_url, prefix=prefix) as b,
+        ):
+            await a.create("s", CreateRequest("text/plain"), now=NOW)
+            await a.append("s", _text(b"1", ("p", 0, 0)), now=NOW)
+            await b.append("s", _text(b"2", ("p", 0, 1)), now=NOW)
+            dup = await a.append("s", _text(b"2", ("p", 0, 1)), now=NOW)
+            assert dup.status == 204  # a's remembered producer state was stale
+            await a.append("s", _text(b"3"), now=NOW)
+            assert await _read_all(b, "s") == b"123"
+
+            # deleted and re-created elsewhere: a appends to the new incarnation
+            await b.delete("s", now=NOW)
+            await b.create("s", CreateRequest("text/plain", body=b"new"), now=NOW)
+            out = await a.append("s", _text(b"!"), now=NOW)
+            assert out.headers["Stream-Next-Offset"] == str(Offset(0, 4))
+            assert await _read_all(a, "s") == b"new!"
+
+            # a sliding TTL extended by the other engine's read is honoured
+            await a.create("ttl", CreateRequest("text/plain", ttl=10), now=NOW)
+            await a.append("ttl", _text(b"x"), now=NOW)
+            await b.read("ttl", ZERO, now=NOW + 8, max_bytes=100)
+            await a.append("ttl", _text(b"y"), now=NOW + 15)
+            assert await _read_all(b, "ttl", now=NOW + 15) == b"xy"
+
+            # a wakes b's live readers through pub/sub
+            event = b.notifier.event("s")
+            await a.append("s", _text(b"?"), now=NOW)
+            await event.wait()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -90,6 +91,7 @@ T = TypeVar("T")
 
 _MAX_ATTEMPTS: Final = 100
 _SWEEP_BATCH: Final = 500
+_CACHE_SIZE: Final = 4096
 _CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
 
 # Load one stream's snapshot: metadata, version, last access, the asked-for producer states
@@ -393,6 +395,7 @@ class RedisStorage(StreamStorage):
     def __init__(self, client: Any, *, prefix: str = "ds", cluster: bool = False) -> None:
         self.notifier = Notifier()
         self._locks = _KeyedLocks()
+        self._cache: OrderedDict[str, _Loaded] = OrderedDict()
         self.client = client
         self.prefix = prefix
         self.cluster = cluster
@@ -528,6 +531,7 @@ class RedisStorage(StreamStorage):
         fn: Callable[[_BufferedTxn], T],
         name: str,
         *,
+        now: float,
         producer: str | None = None,
     ) -> tuple[T, _BufferedTxn]:
         """Run ``fn`` on a snapshot and commit its writes if nothing it read has changed.
@@ -536,18 +540,20 @@ class RedisStorage(StreamStorage):
         never conflict); conflicts with other processes retry on fresh state.
         """
         async with self._locks.hold(name):
-            return await self._transact_locked(fn, name, producer=producer)
+            return await self._transact_locked(fn, name, now=now, producer=producer)
 
     async def _transact_locked(
         self,
         fn: Callable[[_BufferedTxn], T],
         name: str,
         *,
+        now: float,
         producer: str | None,
     ) -> tuple[T, _BufferedTxn]:
-        loaded: dict[str, _Loaded] = {
-            name: await self._load(name, [producer] if producer is not None else [])
-        }
+        cached = self._cached(name, producer, now)
+        if cached is None:
+            cached = await self._load(name, [producer] if producer is not None else [])
+        loaded = {name: cached}
         for attempt in range(_MAX_ATTEMPTS):
             if attempt >= 3:  # other processes keep winning: back off a little, randomly
                 await anyio.sleep(random.uniform(0, 0.001 * attempt))
@@ -560,11 +566,14 @@ class RedisStorage(StreamStorage):
                 continue
             except Rejected as exc:
                 error = exc
-            if await self._commit(txn):
+            version = await self._commit(txn)
+            if version is not None:
+                self._remember(name, txn, version)
                 if error is not None:
                     raise error
                 self._after_commit(txn)
                 return result, txn
+            self._cache.pop(name, None)
             stale = list(loaded.items())
             loaded = {}
             for stale_name, snap in stale:
@@ -573,7 +582,41 @@ class RedisStorage(StreamStorage):
                 )
         raise BackendError(f"too much contention on stream {name!r}: gave up after retries")
 
-    async def _commit(self, txn: _BufferedTxn) -> bool:
+    def _cached(self, name: str, producer: str | None, now: float) -> _Loaded | None:
+        """The state of ``name`` as this process last committed it, if usable at ``now``.
+
+        Operations on a stream are serialized in-process, so after our own commit we know its
+        state; the commit's version check catches any other process's write in between. A
+        stream that looks expired is decided on fresh state (another process's reads may
+        have slid its TTL, which does not change its version).
+        """
+        snap = self._cache.get(name)
+        if snap is None or snap.meta is None or snap.meta.soft_deleted:
+            return None
+        if is_expired(snap.meta, now) or (producer is not None and producer not in snap.producers):
+            return None
+        self._cache.move_to_end(name)
+        return snap
+
+    def _remember(self, name: str, txn: _BufferedTxn, version: bytes) -> None:
+        if len(txn.loaded) > 1 or name in txn.dropped or any(n != name for n in txn.ops):
+            for other in txn.loaded:
+                self._cache.pop(other, None)
+            return
+        snap = txn.loaded[name]
+        meta = txn.metas.get(name, snap.meta)
+        if meta is None:
+            self._cache.pop(name, None)
+            return
+        producers = dict(snap.producers)
+        producers.update({pid: state for (n, pid), state in txn.producers.items() if n == name})
+        self._cache[name] = _Loaded(meta, version, producers)
+        self._cache.move_to_end(name)
+        while len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    async def _commit(self, txn: _BufferedTxn) -> bytes | None:
+        """Commit; return the version the stream(s) now have, or ``None`` on a conflict."""
         names = list(txn.ops)
         names += [n for n in txn.notify if n not in txn.ops]
         names += [n for n in txn.loaded if n not in names]
@@ -581,10 +624,10 @@ class RedisStorage(StreamStorage):
         for n in txn.notify:
             ops[n].append(("N", n))
         if not any(ops.values()) and len(names) == 1:
-            return True  # read one stream's consistent snapshot, wrote nothing
+            return txn.loaded[names[0]].version  # read one consistent snapshot, wrote nothing
         token = uuid.uuid4().hex[:16].encode()
         if not self.cluster:
-            return await self._commit_group(names, ops, txn, token)
+            return token if await self._commit_group(names, ops, txn, token) else None
         # A cluster cannot run one script across slots: check read-only streams first, then
         # commit the written streams one by one (see the module docstring).
         ordered = sorted(names, key=lambda n: bool(ops[n]))
@@ -592,8 +635,8 @@ class RedisStorage(StreamStorage):
             if not await self._commit_group([group], ops, txn, token):
                 if index and any(ops[n] for n in ordered[:index]):
                     logger.warning("cross-stream commit conflicted part-way at %r", group)
-                return False
-        return True
+                return None
+        return token
 
     async def _resolve_ops(self, ops: list[_Op]) -> list[_Op]:
         out: list[_Op] = []
@@ -667,7 +710,7 @@ class RedisStorage(StreamStorage):
                 txn.notify.append(name)
             return plan
 
-        plan, txn = await self._transact(run, name)
+        plan, txn = await self._transact(run, name, now=now)
         await self._index_expiry(txn)
         return plan
 
@@ -681,7 +724,7 @@ class RedisStorage(StreamStorage):
                 txn.notify.append(name)
             return plan
 
-        plan, _ = await self._transact(run, name, producer=producer)
+        plan, _ = await self._transact(run, name, now=now, producer=producer)
         return plan
 
     async def _fetch(
@@ -701,7 +744,7 @@ class RedisStorage(StreamStorage):
                 records = [_record(raw[i], raw[i + 1], raw[i + 2]) for i in range(2, len(raw), 3)]
                 return ReadResult(meta, records)
             # expired: clean it up as every engine does (raises 404/410 unless re-created)
-            await self._transact(lambda txn: txn_require(txn, name, now), name)
+            await self._transact(lambda txn: txn_require(txn, name, now), name, now=now)
 
     async def read(
         self,
@@ -729,7 +772,7 @@ class RedisStorage(StreamStorage):
             txn_delete(txn, name, now=now)
             txn.notify.append(name)
 
-        await self._transact(run, name)
+        await self._transact(run, name, now=now)
 
     async def sweep(self, *, now: float) -> int:
         """Remove expired streams found through the expiry index."""
@@ -749,7 +792,9 @@ class RedisStorage(StreamStorage):
         later: dict[str, float] = {}
         for item in raw:
             name = item.decode() if isinstance(item, bytes) else str(item)
-            count, txn = await self._transact(partial(_sweep_one, name=name, now=now), name)
+            count, txn = await self._transact(
+                partial(_sweep_one, name=name, now=now), name, now=now
+            )
             removed += count
             meta = txn.get_meta(name)
             deadline = expiry_deadline(meta) if meta is not None else None
