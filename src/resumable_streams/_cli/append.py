@@ -125,24 +125,29 @@ class LineSplitter:
         self.line_number = 0
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return the lines it completed."""
+        """Add ``data``; return the lines (or ``max_line`` pieces of lines) it completed."""
         self._buffer += data
         out: list[bytes] = []
         start = 0
-        while True:
-            end = self._buffer.find(b"\n", start)
-            if end < 0:
-                break
-            self._check(end + 1 - start)
-            out.append(bytes(self._buffer[start : end + 1]))
+        while (end := self._buffer.find(b"\n", start)) >= 0:
+            start = self._take(out, start, end + 1)
             self.line_number += 1
-            start = end + 1
+        if len(self._buffer) - start > self._max:  # a long line without its newline yet
+            start = self._take(out, start, len(self._buffer), complete=False)
         del self._buffer[:start]
-        while len(self._buffer) > self._max:
-            self._check(len(self._buffer))
-            out.append(bytes(self._buffer[: self._max]))
-            del self._buffer[: self._max]
         return out
+
+    def _take(self, out: list[bytes], start: int, end: int, *, complete: bool = True) -> int:
+        """Move ``buffer[start:end]`` to ``out`` in ``max_line`` pieces; return the new start.
+
+        An incomplete line keeps its last piece (at most ``max_line`` bytes) in the buffer.
+        """
+        self._check(end - start)
+        while end - start > self._max or (complete and start < end):
+            piece = self._buffer[start : min(end, start + self._max)]
+            out.append(bytes(piece))
+            start += len(piece)
+        return start
 
     def _check(self, length: int) -> None:
         if length > self._max and not self._split_long:

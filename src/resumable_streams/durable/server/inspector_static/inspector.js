@@ -118,11 +118,16 @@
   async function refresh() {
     try {
       const response = await fetch(API, { cache: "no-store" });
-      if (!response.ok) throw new Error(`HTTP ${response.status}: ${await response.text()}`);
-      render(await response.json());
-      listed = true;
-      setStatus($("server-status"), "server connected", "ok");
-      if (tail.name === null) selectFromHash();
+      if (response.ok) {
+        render(await response.json());
+        listed = true;
+        setStatus($("server-status"), "server connected", "ok");
+        if (tail.name === null) selectFromHash();
+      } else {
+        listed = false;
+        const reason = await response.text();
+        setStatus($("server-status"), `listing failed: HTTP ${response.status}: ${reason}`, "bad");
+      }
     } catch (error) {
       listed = false;
       setStatus($("server-status"), `server unreachable, retrying (${error.message})`, "bad");
