@@ -138,7 +138,8 @@ class MemoryStorage(StreamStorage):
     ) -> ReadResult:
         """Read whole appends (see :meth:`StreamStorage.read`)."""
         meta = txn_require(self._txn, name, now)
-        if touch:
+        if touch and meta.ttl is not None and meta.last_access < now:
+            # only a sliding TTL needs the access time (as in the sqlite engine)
             meta = replace(meta, last_access=now)
             self._txn.put_meta(meta)
         if start == "now":

@@ -12,7 +12,6 @@ Every response, errors included, carries ``X-Content-Type-Options: nosniff``,
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -102,6 +101,12 @@ _ALLOW_HEADERS: Final = ", ".join(
     ]
 )
 _METHODS: Final = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+_BASE_HEADERS: Final = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-resource-policy", b"cross-origin"),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", _EXPOSE.encode()),
+)
 _SSE_KEEPALIVE: Final = 15.0
 
 
@@ -146,14 +151,13 @@ class _Request:
             value = raw_value.decode("latin-1")
             merged[name] = f"{merged[name]}, {value}" if name in merged else value
         self.headers = merged
-        try:
-            self.query = parse_qs(
-                scope.get("query_string", b"").decode("latin-1"),
-                keep_blank_values=True,
-                strict_parsing=False,
-            )
-        except ValueError:
-            self.query = {}
+        query: bytes = scope.get("query_string", b"")
+        self.query: dict[str, list[str]] = {}
+        if query:
+            with suppress(ValueError):
+                self.query = parse_qs(
+                    query.decode("latin-1"), keep_blank_values=True, strict_parsing=False
+                )
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -224,12 +228,7 @@ class DurableStreamsApp:
     # ------------------------------------------------------------------ plumbing
 
     def _base_headers(self) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"x-content-type-options", b"nosniff"),
-            (b"cross-origin-resource-policy", b"cross-origin"),
-            (b"access-control-allow-origin", b"*"),
-            (b"access-control-expose-headers", _EXPOSE.encode()),
-        ]
+        return list(_BASE_HEADERS)
 
     async def _respond(
         self,
@@ -514,15 +513,17 @@ class DurableStreamsApp:
         await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     def _control(self, req: _Request, offset: Offset, *, up_to_date: bool, closed: bool) -> bytes:
-        control: dict[str, Any] = {"streamNextOffset": str(offset)}
+        # Offsets and cursors are digits and '_': the JSON is written directly (hot path).
         if closed:
-            control["streamClosed"] = True
-            control["upToDate"] = True
+            text = f'{{"streamNextOffset":"{offset}","streamClosed":true,"upToDate":true}}'
+        elif up_to_date:
+            text = (
+                f'{{"streamNextOffset":"{offset}","streamCursor":"{self._cursor(req)}",'
+                '"upToDate":true}'
+            )
         else:
-            control["streamCursor"] = self._cursor(req)
-            if up_to_date:
-                control["upToDate"] = True
-        return _sse_event(json.dumps(control, separators=(",", ":")), h.SSE_EVENT_CONTROL)
+            text = f'{{"streamNextOffset":"{offset}","streamCursor":"{self._cursor(req)}"}}'
+        return _sse_event(text, h.SSE_EVENT_CONTROL)
 
     async def _sse_body(
         self, req: _Request, name: str, start: Offset | str, first: ReadResult, binary: bool
@@ -610,24 +611,59 @@ def create_app(
     }
     if isinstance(storage, StreamStorage):
         handler = DurableStreamsApp(storage, **options)
-        app = Starlette(routes=[Mount("/", app=handler)])
+        app = _DurableStarlette(routes=[Mount("/", app=handler)])
+        app.durable = handler
         app.state.storage = storage  # for add-ons such as the inspector page
         return app
 
     kind = storage
-    holder: dict[str, DurableStreamsApp] = {}
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        await holder["app"](scope, receive, send)
+        if served.durable is None:
+            raise RuntimeError("the storage is not open: the app's lifespan has not started")
+        await served.durable(scope, receive, send)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with open_storage(
             kind, data_dir=data_dir, redis_url=redis_url, sweep_interval=sweep_interval
         ) as opened:
-            holder["app"] = DurableStreamsApp(opened, **options)
+            served.durable = DurableStreamsApp(opened, **options)
             _app.state.storage = opened  # for add-ons such as the inspector page
-            yield
-            holder.pop("app", None)
+            try:
+                yield
+            finally:
+                served.durable = None
 
-    return Starlette(routes=[Mount("/", app=dispatch)], lifespan=lifespan)
+    served = _DurableStarlette(routes=[Mount("/", app=dispatch)], lifespan=lifespan)
+    return served
+
+
+class _DurableStarlette(Starlette):
+    """Starlette, with stream requests handed straight to the Durable Streams app.
+
+    Requests under ``/v1/stream/`` skip Starlette's error middleware and router (the app
+    answers every error itself) - unless middleware was added, which then sees every request.
+    """
+
+    durable: DurableStreamsApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        durable = self.durable
+        if (
+            durable is not None
+            and scope["type"] == "http"
+            and not self.user_middleware
+            and _is_stream_path(scope)
+        ):
+            await durable(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _is_stream_path(scope: Scope) -> bool:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.startswith(_PREFIX)

@@ -30,6 +30,7 @@ sent to the app. Put a TLS-terminating proxy in front for production traffic.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -143,6 +144,8 @@ class _Connection:
             self.client = None
         self.buf = bytearray()
         self.eof = False
+        self.timer = anyio.CancelScope()
+        self.in_head = False
 
     # ------------------------------------------------------------------ reading
 
@@ -155,20 +158,28 @@ class _Connection:
         self.buf += data
 
     async def _read_head(self) -> bytes | None:
-        """The next request head (without the blank line), or None on a clean close."""
-        with anyio.move_on_after(self.limits.keep_alive_timeout):
-            while not self.buf:
-                try:
-                    await self._fill()
-                except _Closed:
-                    return None
+        """The next request head (without the blank line), or None on a clean close.
+
+        Timeouts come from ``self.timer``, the connection's one cancel scope: its deadline is
+        moved here (cheaper than a new scope per request) and lifted while the app runs.
+        """
         if not self.buf:
-            return None  # idle keep-alive timeout
-        with anyio.fail_after(self.limits.head_timeout):
-            while (end := self.buf.find(b"\r\n\r\n")) < 0:
+            self.timer.deadline = anyio.current_time() + self.limits.keep_alive_timeout
+            try:
+                await self._fill()
+            except _Closed:
+                return None
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            self.in_head = True
+            self.timer.deadline = anyio.current_time() + self.limits.head_timeout
+            while end < 0:
                 if len(self.buf) > self.limits.max_head_size:
                     raise _BadRequest("request head too large", 431)
                 await self._fill()
+                end = self.buf.find(b"\r\n\r\n")
+            self.in_head = False
+        self.timer.deadline = math.inf
         if end > self.limits.max_head_size:
             raise _BadRequest("request head too large", 431)
         head = bytes(self.buf[:end])
@@ -288,26 +299,10 @@ class _Connection:
 
     async def run(self) -> None:
         try:
-            while True:
-                try:
-                    head = await self._read_head()
-                    if head is None:
-                        return
-                    scope, length, keep_alive, expect, http11 = self._parse(head)
-                except _BadRequest as exc:
-                    await self._reject(exc.status, str(exc))
-                    return
-                except TimeoutError:
-                    await self._reject(408, "request head timed out")
-                    return
-                self.tracker.busy += 1
-                try:
-                    if not await self._handle(scope, length, keep_alive, expect, http11):
-                        return
-                finally:
-                    self.tracker.done_one()
-                if self.tracker.stopping:
-                    return
+            with self.timer:
+                await self._serve_requests()
+            if self.timer.cancelled_caught and self.in_head:
+                await self._reject(408, "request head timed out")
         except _Closed:
             return
         except Exception:
@@ -315,6 +310,25 @@ class _Connection:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
+
+    async def _serve_requests(self) -> None:
+        while True:
+            try:
+                head = await self._read_head()
+                if head is None:
+                    return
+                scope, length, keep_alive, expect, http11 = self._parse(head)
+            except _BadRequest as exc:
+                await self._reject(exc.status, str(exc))
+                return
+            self.tracker.busy += 1
+            try:
+                if not await self._handle(scope, length, keep_alive, expect, http11):
+                    return
+            finally:
+                self.tracker.done_one()
+            if self.tracker.stopping:
+                return
 
     async def _reject(self, status: int, reason: str) -> None:
         body = reason.encode()
