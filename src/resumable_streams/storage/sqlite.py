@@ -21,11 +21,12 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 import anyio
-import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 
 from .._protocol.durable.model import (
@@ -203,6 +204,7 @@ class SqliteStorage(StreamStorage):
         self._reader_lock = threading.Lock()
         self._limiter = anyio.CapacityLimiter(_READ_POOL)
         self._running = False
+        self._call_soon: Callable[[Callable[[], object]], object] = _no_loop
 
     @classmethod
     @asynccontextmanager
@@ -211,6 +213,7 @@ class SqliteStorage(StreamStorage):
         directory = Path(data_dir)
         storage = cls(directory / _DB_NAME)
         conn = await anyio.to_thread.run_sync(storage._init_db)
+        storage._call_soon = _loop_call_soon()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(storage._run_writer, conn)
@@ -254,7 +257,9 @@ class SqliteStorage(StreamStorage):
                     break
                 batch.append(item)  # type: ignore[arg-type]
             self._run_batch(conn, txn, batch)
-            anyio.from_thread.run_sync(_deliver, batch)
+            # Hand the outcomes to the event loop without waiting for it: the next batch's
+            # commit overlaps with waking this batch's callers.
+            self._call_soon(partial(_deliver, batch))
             if stop:
                 return
 
@@ -401,6 +406,19 @@ class SqliteStorage(StreamStorage):
             return [_meta_from_json(row[0]) for row in rows]
 
         return visible_streams(await self._read_sync(run), now=now, limit=limit)
+
+
+def _no_loop(_fn: Callable[[], object]) -> None:
+    raise RuntimeError("sqlite storage is not open")
+
+
+def _loop_call_soon() -> Callable[[Callable[[], object]], object]:
+    """A thread-safe, non-blocking "run this in the current event loop soon"."""
+    native: Any = anyio.lowlevel.current_token().native_token
+    run_sync_soon = getattr(native, "run_sync_soon", None)  # trio's TrioToken
+    if run_sync_soon is not None:
+        return run_sync_soon  # type: ignore[no-any-return]
+    return native.call_soon_threadsafe  # type: ignore[no-any-return]  # an asyncio loop
 
 
 def _deliver(batch: list[_Job]) -> None:
