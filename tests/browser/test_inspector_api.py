@@ -1,6 +1,7 @@
 """The inspector's listing endpoint and assets, in process (httpx2 ASGI transport).
 
-Runs under trio and asyncio; the storage is opened by the test and handed to ``create_app``.
+Runs under trio and asyncio, on the memory, sqlite and Redis engines; the storage is opened
+by the test and handed to ``create_app``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from resumable_streams.durable.server import create_app
 from resumable_streams.durable.server.inspector import API_PATH, add_inspector
 from resumable_streams.storage import StreamStorage, open_storage
 from resumable_streams.storage.memory import MemoryStorage
+from resumable_streams.storage.redis import RedisStorage
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StreamStorage]:
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def storage(
+    request: pytest.FixtureRequest, tmp_path: Path, key_prefix: str
+) -> AsyncIterator[StreamStorage]:
+    if request.param == "redis":  # a real redis-server; this test's own key prefix
+        redis_url: str = request.getfixturevalue("redis_url")
+        async with RedisStorage.open(redis_url, prefix=key_prefix) as redis_storage:
+            yield redis_storage
+        return
     async with open_storage(request.param, data_dir=tmp_path / "data") as opened:
         yield opened
 
