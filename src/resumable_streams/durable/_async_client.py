@@ -655,6 +655,7 @@ class AsyncDurableStream(_OwnsHttpClient):
         self._batch_lock = threading.Lock()
         self._batch_queue: deque[_QueuedAppend] = deque()
         self._batch_busy = False
+        self._batch_shared = False  # whether the last batch had company (concurrent callers)
         self._timeout = timeout
         self._client, self._owns_client = _make_client(client, timeout)
         self._closed = False
@@ -875,21 +876,25 @@ class AsyncDurableStream(_OwnsHttpClient):
             item.leading = not self._batch_busy
             self._batch_busy = True
         try:
+            contended = not item.leading or self._batch_shared
             if not item.leading:
                 await item.ready.wait()
                 if item.done:
                     return item.outcome()
-            # this caller leads. Let callers that are about to append (such as those whose
-            # appends just finished) queue first, so that they share this batch. (Twice:
-            # trio runs the tasks woken in one batch in random order.)
-            await anyio.lowlevel.checkpoint()
-            await anyio.lowlevel.checkpoint()
+            if contended:
+                # this caller leads. Let callers that are about to append (such as those
+                # whose appends just finished) queue first, so that they share this batch.
+                # (Twice: trio runs the tasks woken in one batch in random order.) A lone
+                # sequential writer skips this.
+                await anyio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
         except BaseException:
             self._withdraw(item)
             raise
         # its append is at the head of the queue
         with self._batch_lock:
             batch = core.take_append_batch(self._batch_queue, self.max_batch_bytes)
+            self._batch_shared = len(batch) > 1 or bool(self._batch_queue)
         try:
             result = await self._send_appends(batch)
         except BaseException as exc:

@@ -631,6 +631,7 @@ class DurableStream(_OwnsHttpClient):
         self._batch_lock = threading.Lock()
         self._batch_queue: deque[_QueuedAppend] = deque()
         self._batch_busy = False
+        self._batch_shared = False  # whether the last batch had company (concurrent callers)
         self._timeout = timeout
         self._client, self._owns_client = _make_client(client, timeout)
         self._closed = False
@@ -851,21 +852,25 @@ class DurableStream(_OwnsHttpClient):
             item.leading = not self._batch_busy
             self._batch_busy = True
         try:
+            contended = not item.leading or self._batch_shared
             if not item.leading:
                 item.ready.wait()
                 if item.done:
                     return item.outcome()
-            # this caller leads. Let callers that are about to append (such as those whose
-            # appends just finished) queue first, so that they share this batch. (Twice:
-            # trio runs the tasks woken in one batch in random order.)
-            time.sleep(0)  # let other threads run
-            time.sleep(0)  # let other threads run
+            if contended:
+                # this caller leads. Let callers that are about to append (such as those
+                # whose appends just finished) queue first, so that they share this batch.
+                # (Twice: trio runs the tasks woken in one batch in random order.) A lone
+                # sequential writer skips this.
+                time.sleep(0)  # let other threads run
+                time.sleep(0)  # let other threads run
         except BaseException:
             self._withdraw(item)
             raise
         # its append is at the head of the queue
         with self._batch_lock:
             batch = core.take_append_batch(self._batch_queue, self.max_batch_bytes)
+            self._batch_shared = len(batch) > 1 or bool(self._batch_queue)
         try:
             result = self._send_appends(batch)
         except BaseException as exc:
