@@ -26,7 +26,12 @@ from resumable_streams._protocol.sse import SSEDecoder
 from resumable_streams.durable._async_client import _abandon_body
 from resumable_streams.errors import BackendUnavailableError, ConfigurationError
 from resumable_streams.storage import open_storage
-from resumable_streams.storage.redis import RedisStorage
+from resumable_streams.storage.redis import (
+    RedisStorage,
+    _close_cluster_layout,
+    _cluster_client,
+    redact_url,
+)
 from resumable_streams.testing import RedisCluster, RedisServer, free_port
 
 from .conftest import ServerProcess
@@ -219,13 +224,13 @@ async def test_concurrent_appends_through_both_servers_never_interleave(
 
 async def test_unreachable_redis_is_a_clear_error() -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    with anyio.fail_after(30), pytest.raises(BackendUnavailableError) as info:
-        async with open_storage("redis", redis_url=url):
-            pass
-    # coredis 6.9 leaves the memory streams of a connection that never connected unclosed;
-    # collect them here, where their ResourceWarning is expected, not in a later test.
+    # coredis 6.9 leaves the memory streams of a connection that never connected unclosed
+    # (a ResourceWarning when collected): expected here, so collected here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
+        with anyio.fail_after(30), pytest.raises(BackendUnavailableError) as info:
+            async with open_storage("redis", redis_url=url):
+                pass
         gc.collect()
     assert f"127.0.0.1:{url.rsplit(':', 1)[1]}" in str(info.value)
     assert "hunter2" not in str(info.value)
@@ -294,3 +299,28 @@ async def test_two_engines_on_one_redis_see_each_others_writes(redis_url: str) -
             event = b.notifier.event("s")
             await a.append("s", _text(b"?"), now=NOW)
             await event.wait()
+
+
+async def test_lost_subscription_wakes_every_waiting_reader(private_redis: RedisServer) -> None:
+    """Wakeups published while the subscription was down are lost: waiters re-check."""
+    with anyio.fail_after(30):
+        async with RedisStorage.open(private_redis.url) as storage:
+            first, second = storage.notifier.event("a"), storage.notifier.event("b")
+            killed = await anyio.run_process(
+                ["redis-cli", "-p", str(private_redis.port), "client", "kill", "type", "pubsub"]
+            )
+            assert killed.stdout.strip() == b"1"
+            await first.wait()  # no append happened: the re-subscription woke them
+            await second.wait()
+
+
+def test_redact_url_and_cluster_nodes() -> None:
+    assert redact_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
+    assert redact_url("redis://h:1/0") == "redis://h:1/0"
+    client = _cluster_client("redis+cluster://u:p%40ss@a:7000,[::1]:7001", "shown")
+    pool = client.connection_pool
+    assert [(n.host, n.port) for n in pool.startup_nodes] == [("a", 7000), ("::1", 7001)]
+    assert pool.connection_kwargs["password"] == "p@ss"
+    _close_cluster_layout(client)  # never opened: release what coredis made eagerly
+    with pytest.raises(ConfigurationError, match="nohost"):
+        _cluster_client("redis+cluster://nohost", "redis+cluster://nohost")
