@@ -8,7 +8,11 @@ Workload (defaults; ``--quick`` for a small smoke run):
 
 * catch-up read: a JSON stream of 100,000 messages of 100 bytes (10 MB of JSON), read from
   the start to the tail (``live=False``) and iterated message by message (``iter_json``);
-  and a binary stream of the same size read whole (``read_bytes``). Messages/s and MB/s.
+  and a binary stream of the same size, iterated chunk by chunk (``for chunk in res``: the
+  official 0.1.0's ``read_bytes()`` stops after the first response). Messages/s and MB/s;
+  5 reads per client per round, interleaved; the byte / message counts are checked. Each
+  read once as a one-off ``stream(url)`` (the session creates its HTTP client) and once with
+  a caller's client passed in (``+client``: steady-state throughput).
 * append: 3,000 JSON messages of 100 bytes with ``append()`` - one writer awaiting each
   append, and 32 concurrent writers (the handle's ``batching`` coalesces concurrent appends
   into one POST in both clients). Messages/s; the stream's content is checked afterwards.
@@ -44,6 +48,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
+import httpx2
 
 from resumable_streams.durable import (
     AsyncDurableStream,
@@ -137,38 +142,49 @@ def check_json(items: list[Any], count: int) -> None:
 
 
 # reads --------------------------------------------------------------------------------------
+# Each returns (seconds, messages or bytes read). ``shared``: the caller's HTTP client is
+# passed in (created before the clock starts); otherwise the session creates its own, as a
+# one-off ``stream(url)`` does.
 
 
-async def read_ours_async(url: str, json_mode: bool) -> int:
-    async with astream(url, live=False) as res:
-        if json_mode:
-            return sum([1 async for _ in res.iter_json()])
-        return sum([len(chunk) async for chunk in res])
-
-
-def read_ours_sync(url: str, json_mode: bool) -> int:
-    with stream(url, live=False) as res:
-        if json_mode:
-            return sum(1 for _ in res.iter_json())
-        return sum(len(chunk) for chunk in res)
-
-
-async def read_official_async(url: str, json_mode: bool) -> int:
+async def read_async(impl: str, url: str, json_mode: bool, shared: bool) -> tuple[float, int]:
     import durable_streams
+    import httpx
 
-    async with durable_streams.astream(url, live=False) as res:
-        if json_mode:
-            return sum([1 async for _ in res.iter_json()])
-        return sum([len(chunk) async for chunk in res])
+    client: Any = None
+    if shared:
+        client = httpx2.AsyncClient() if impl == "ours" else httpx.AsyncClient()
+    try:
+        start = time.perf_counter()
+        opener: Any = astream if impl == "ours" else durable_streams.astream
+        async with opener(url, live=False, client=client) as res:
+            if json_mode:
+                n = sum([1 async for _ in res.iter_json()])
+            else:
+                n = sum([len(chunk) async for chunk in res])
+        return time.perf_counter() - start, n
+    finally:
+        if client is not None:
+            await client.aclose()
 
 
-def read_official_sync(url: str, json_mode: bool) -> int:
+def read_sync(impl: str, url: str, json_mode: bool, shared: bool) -> tuple[float, int]:
     import durable_streams
+    import httpx
 
-    with durable_streams.stream(url, live=False) as res:
-        if json_mode:
-            return sum(1 for _ in res.iter_json())
-        return sum(len(chunk) for chunk in res)
+    client: Any = None
+    if shared:
+        client = httpx2.Client() if impl == "ours" else httpx.Client()
+    try:
+        start = time.perf_counter()
+        opener: Any = stream if impl == "ours" else durable_streams.stream
+        with opener(url, live=False, client=client) as res:
+            items = res.iter_json() if json_mode else (len(chunk) for chunk in res)
+            n = sum(1 for _ in items) if json_mode else sum(items)
+        return time.perf_counter() - start, n
+    finally:
+        if client is not None:
+            client.close()
 
 
 # appends ------------------------------------------------------------------------------------
@@ -316,26 +332,31 @@ def run_round(base: str, cfg: dict[str, int], res: Results) -> None:
     anyio.run(partial(fill, bin_url, n_read, json_mode=False), backend="trio")
     mb = n_read * MSG_BYTES / 1e6
 
-    readers: list[tuple[str, str, Callable[[str, bool], Any]]] = [
-        ("ours", "trio", read_ours_async),
-        ("ours", "asyncio", read_ours_async),
-        ("official", "asyncio", read_official_async),
-        ("ours", "sync", read_ours_sync),
-        ("official", "sync", read_official_sync),
+    readers = [
+        (impl, mode, shared)
+        for shared in (False, True)
+        for impl, mode in (
+            ("ours", "trio"),
+            ("ours", "asyncio"),
+            ("official", "asyncio"),
+            ("ours", "sync"),
+            ("official", "sync"),
+        )
     ]
     for json_mode, url in ((True, json_url), (False, bin_url)):
         expect = n_read if json_mode else n_read * MSG_BYTES
-        for name, mode, fn in readers:
+        for impl, mode, shared in readers * cfg["read_reps"]:  # interleaved: noise hits all
+            label = f"{impl}-{mode}{'+client' if shared else ''}"
             if mode == "sync":
-                dt, n = timed_sync(partial(fn, url, json_mode))
+                dt, n = read_sync(impl, url, json_mode, shared)
             else:
-                dt, n = timed_async(mode, partial(fn, url, json_mode))
+                dt, n = anyio.run(read_async, impl, url, json_mode, shared, backend=mode)
             if n != expect:
-                raise RuntimeError(f"{name}-{mode} read {n}, expected {expect}")
+                raise RuntimeError(f"{label} read {n}, expected {expect}")
             if json_mode:
-                res.add("read json msg/s", f"{name}-{mode}", n_read / dt)
+                res.add("read json msg/s", label, n_read / dt)
             else:
-                res.add("read bytes MB/s", f"{name}-{mode}", mb / dt)
+                res.add("read bytes MB/s", label, mb / dt)
 
     n_app = cfg["append"]
     openers = {"ours": open_ours_async, "official": open_official_async}
@@ -373,17 +394,20 @@ def run_round(base: str, cfg: dict[str, int], res: Results) -> None:
 
 
 RATIOS = [
-    ("read json msg/s", "ours-asyncio", "official-asyncio", True),
-    ("read json msg/s", "ours-trio", "official-asyncio", True),
-    ("read json msg/s", "ours-sync", "official-sync", True),
-    ("read bytes MB/s", "ours-asyncio", "official-asyncio", True),
-    ("read bytes MB/s", "ours-sync", "official-sync", True),
-    ("append msg/s (1 writer)", "ours-asyncio", "official-asyncio", True),
-    ("append msg/s (1 writer)", "ours-sync", "official-sync", True),
-    ("append msg/s (32 writers)", "ours-asyncio", "official-asyncio", True),
-    ("append msg/s (32 writers)", "ours-trio", "official-asyncio", True),
-    ("tail sse p50 ms", "ours-asyncio", "official-asyncio", False),
-    ("tail long-poll p50 ms", "ours-asyncio", "official-asyncio", False),
+    (metric, f"ours-{mode}{suffix}", f"official-{theirs}{suffix}")
+    for metric in ("read json msg/s", "read bytes MB/s")
+    for suffix in ("", "+client")
+    for mode, theirs in (("asyncio", "asyncio"), ("trio", "asyncio"), ("sync", "sync"))
+] + [
+    ("append msg/s (1 writer)", "ours-asyncio", "official-asyncio"),
+    ("append msg/s (1 writer)", "ours-trio", "official-asyncio"),
+    ("append msg/s (1 writer)", "ours-sync", "official-sync"),
+    ("append msg/s (32 writers)", "ours-asyncio", "official-asyncio"),
+    ("append msg/s (32 writers)", "ours-trio", "official-asyncio"),
+    ("tail sse p50 ms", "ours-asyncio", "official-asyncio"),
+    ("tail sse p99 ms", "ours-asyncio", "official-asyncio"),
+    ("tail long-poll p50 ms", "ours-asyncio", "official-asyncio"),
+    ("tail long-poll p99 ms", "ours-asyncio", "official-asyncio"),
 ]
 
 
@@ -394,7 +418,7 @@ def report(res: Results) -> None:
             value = res.median(metric, impl)
             print(f"  {metric:<32} {impl:<18} {value:>14,.2f}")
     print("\nratios, ours / official (throughput: higher is better; latency: lower is better):")
-    for metric, ours, theirs, _higher in RATIOS:
+    for metric, ours, theirs in RATIOS:
         a, b = res.median(metric, ours), res.median(metric, theirs)
         if a is not None and b:
             print(f"  {metric:<32} {ours} / {theirs}: {a / b:.2f}x")
@@ -412,9 +436,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every value here")
     args = parser.parse_args()
     if args.quick:
-        cfg = {"read": 5_000, "append": 320, "produce": 20_000, "tail": 20}
+        cfg = {"read": 5_000, "read_reps": 1, "append": 320, "produce": 20_000, "tail": 20}
     else:
-        cfg = {"read": 100_000, "append": 3_200, "produce": 200_000, "tail": 200}
+        cfg = {"read": 100_000, "read_reps": 5, "append": 3_200, "produce": 200_000, "tail": 200}
     res = Results()
     with run_server() as base:
         for r in range(args.repeat):
