@@ -492,6 +492,11 @@ def test_if_none_match_first_request_only_and_304_ends_the_session() -> None:
     action = next(flow)
     assert isinstance(action, core.Send)
     assert action.request.header("If-None-Match") == '"e1"'
+    action = flow.send(core.Failure(OSError("reset")))  # retried, still conditional
+    assert isinstance(action, core.Sleep)
+    action = flow.send(None)
+    assert isinstance(action, core.Send)
+    assert action.request.header("If-None-Match") == '"e1"'
     action = flow.send(head(304, etag='"e1"'))
     assert isinstance(action, core.CloseResponse)
     with pytest.raises(StopIteration):

@@ -863,9 +863,8 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
     conditional = opts.if_none_match is not None
     while True:
         hdrs = extra_headers
-        if conditional:
+        if conditional:  # until the first response arrives
             hdrs = {**extra_headers, "If-None-Match": cast(str, opts.if_none_match)}
-            conditional = False
         request = read_request(opts, state.offset, state.cursor, phase, hdrs, extra_params)
         outcome = yield Send(request)
         error: DurableStreamClientError
@@ -874,6 +873,7 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
             attempt = yield from _retry_later(opts.policy, attempt, error, outcome.error)
             continue
         head: ResponseHead = outcome
+        conditional = False
         if head.status >= 400:
             body = yield from _read_all(MAX_ERROR_BODY)
             head = replace(head, body=body if isinstance(body, bytes) else b"")
