@@ -215,3 +215,15 @@ async def test_append_wakes_waiter_without_polling(storage: StreamStorage) -> No
             tg.start_soon(later)
             await event.wait()
         assert await _read_all(storage, "s") == b"x"
+
+
+async def test_list_streams_shows_live_streams_sorted(storage: StreamStorage) -> None:
+    with anyio.fail_after(10):
+        for name in ("b", "a/x", "c", "gone", "ttl"):
+            await storage.create(name, CreateRequest("text/plain"), now=NOW)
+        await storage.create("short", CreateRequest("text/plain", ttl=5), now=NOW)
+        await storage.delete("gone", now=NOW)
+        names = [meta.name for meta in await storage.list_streams(now=NOW + 10)]
+        assert names == ["a/x", "b", "c", "ttl"]  # not deleted, not expired
+        limited = await storage.list_streams(now=NOW + 10, limit=2)
+        assert [meta.name for meta in limited] == ["a/x", "b"]
