@@ -4,9 +4,9 @@ Every server runs as its own subprocess on a free loopback port, started just be
 measurements and stopped after them:
 
 * ``ours-memory`` / ``ours-sqlite`` - ``resumable-streams serve --storage memory|sqlite``
-  (hypercorn, trio worker; ``--ours-backend asyncio`` for the asyncio worker). sqlite commits
-  with ``synchronous=FULL`` in WAL mode: an append is acknowledged after its fsync'ed commit,
-  with group commit across concurrent appends.
+  (the built-in HTTP/1.1 server on trio, the default); ``ours-*-asyncio`` the same with
+  ``--backend asyncio``. sqlite commits with ``synchronous=FULL`` in WAL mode: an append is
+  acknowledged after its fsync'ed commit, with group commit across concurrent appends.
 * ``node-memory`` / ``node-file`` - npm ``@durable-streams/server`` 0.3.7
   (``DurableStreamTestServer``; ``bench/node/ds_server.mjs``), in memory and file-backed
   (``dataDir``: LMDB metadata and one log file per stream, fdatasync before each ack).
@@ -34,7 +34,7 @@ Figures (``--quick`` shrinks every count):
 Every run checks what it reads (counts and contents). Usage::
 
     .venv/bin/python bench/durable_server_bench.py [--quick] [--repeat N]
-        [--only ours-memory,node-memory] [--ours-backend trio|asyncio] [--json FILE]
+        [--only ours-memory,node-memory] [--json FILE]
 """
 
 from __future__ import annotations
@@ -66,8 +66,20 @@ from resumable_streams.testing import free_port
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "tests" / "node" / "durable"
 NODE_SCRIPT = ROOT / "bench" / "node" / "ds_server.mjs"
-SERVERS = ("ours-memory", "ours-sqlite", "node-memory", "node-file")
-PAIRS = (("ours-memory", "node-memory"), ("ours-sqlite", "node-file"))
+SERVERS = (
+    "ours-memory",
+    "ours-sqlite",
+    "ours-memory-asyncio",
+    "ours-sqlite-asyncio",
+    "node-memory",
+    "node-file",
+)
+PAIRS = (
+    ("ours-memory", "node-memory"),
+    ("ours-memory-asyncio", "node-memory"),
+    ("ours-sqlite", "node-file"),
+    ("ours-sqlite-asyncio", "node-file"),
+)
 TEXT = {"Content-Type": "text/plain"}
 JSON_CT = {"Content-Type": "application/json"}
 
@@ -137,6 +149,13 @@ def percentile(values: list[float], q: float) -> float:
 # ----------------------------------------------------------------------------- servers
 
 
+def node_version() -> str:
+    node = shutil.which("node")
+    if node is None:
+        return "(not installed)"
+    return subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+
+
 def npm_install() -> None:
     """``npm ci`` in tests/node/durable when node_modules is missing or older than the lock."""
     lock = NODE_DIR / "package-lock.json"
@@ -152,15 +171,16 @@ def npm_install() -> None:
 class Server:
     """One server subprocess on a free loopback port."""
 
-    def __init__(self, name: str, data_dir: Path, ours_backend: str) -> None:
+    def __init__(self, name: str, data_dir: Path) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        engine = name.split("-", 1)[1]
+        engine = name.split("-")[1]
         if name.startswith("ours"):
+            backend = "asyncio" if name.endswith("-asyncio") else "trio"
             argv = [sys.executable, "-m", "resumable_streams.cli", "serve", "--port"]
             argv += [str(self.port), "--storage", engine, "--data-dir", str(data_dir)]
-            argv += ["--backend", ours_backend]
+            argv += ["--backend", backend]
         else:
             node = shutil.which("node")
             if node is None:
@@ -584,9 +604,9 @@ def first_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def run_server(name: str, work: Workload, ours_backend: str, client_backend: str) -> dict[str, Any]:
+def run_server(name: str, work: Workload, client_backend: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"ds-bench-{name}-") as tmp:
-        server = Server(name, Path(tmp), ours_backend)
+        server = Server(name, Path(tmp))
         try:
             server.wait_ready()
             result: dict[str, Any] = anyio.run(measure, server, work, backend=client_backend)
@@ -634,9 +654,12 @@ def print_report(results: dict[str, dict[str, Any]]) -> None:
         if ours not in results or theirs not in results:
             continue
         print(f"\n{ours} vs {theirs} (x times better; >= 1.00 means ours is at least as good):")
+        wins = 0
         for figure, _, higher in FIGURES:
             r = better_ratio(results[ours].get(figure), results[theirs].get(figure), higher)
+            wins += r is not None and r >= 1
             print(f"  {figure:<26} {'-' if r is None else f'{r:.2f}x'}")
+        print(f"  at least as good on {wins} of {len(FIGURES)} figures")
 
 
 def main() -> None:
@@ -644,7 +667,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--only", default=",".join(SERVERS), help="comma-separated servers")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians")
-    parser.add_argument("--ours-backend", choices=["trio", "asyncio"], default="trio")
     parser.add_argument("--client-backend", choices=["trio", "asyncio"], default="asyncio")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -661,14 +683,14 @@ def main() -> None:
     print(f"workload: {work}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, ours on {args.ours_backend}, client on "
+        f"{platform.python_version()}, Node {node_version()}, load generator on "
         f"{args.client_backend}\n",
         flush=True,
     )
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for round_number in range(1, args.repeat + 1):
         for name in names:
-            result = run_server(name, work, args.ours_backend, args.client_backend)
+            result = run_server(name, work, args.client_backend)
             runs[name].append(result)
             summary = result.get("error") or ", ".join(
                 f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)

@@ -322,3 +322,29 @@ async def test_create_app_passes_cache_control_through() -> None:
             await client.put("c", content=b"x", headers={"Content-Type": "text/plain"})
             r = await client.get("c", params={"offset": "-1"})
             assert _cc(r) == "no-cache"
+
+
+async def test_stream_requests_still_pass_added_middleware() -> None:
+    """create_app hands stream requests straight to the app, but never around middleware."""
+    app = create_app(MemoryStorage())
+    seen: list[str] = []
+
+    class Tag:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(Tag)
+    with anyio.fail_after(10):
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url=BASE
+        ) as client:
+            r = await client.put("m", content=b"x", headers={"Content-Type": "text/plain"})
+            assert r.status_code == 201
+            assert (await client.get("m", params={"offset": "-1"})).text == "x"
+            assert (await client.get("http://testserver/elsewhere")).status_code == 404
+    assert seen == ["/v1/stream/m", "/v1/stream/m", "/elsewhere"]

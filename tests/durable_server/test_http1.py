@@ -250,3 +250,29 @@ async def test_shutdown_waits_for_a_busy_request_then_cancels() -> None:
         await read_all(s)
         await s.aclose()
         assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_a_pipelining_flood_does_not_starve_other_connections() -> None:
+    served: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    flood = 3000
+    with anyio.fail_after(20):
+        async with running(app) as port:
+            a = await anyio.connect_tcp("127.0.0.1", port)
+            b = await anyio.connect_tcp("127.0.0.1", port)
+            async with a, b:
+                await a.send(b"GET /flood HTTP/1.1\r\nHost: t\r\n\r\n" * flood)
+                await b.send(b"GET /other HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert (await b.receive()).startswith(b"HTTP/1.1 204 ")
+                got = b""
+                while got.count(b"HTTP/1.1 204 ") < flood:
+                    got += await a.receive()
+    assert served.count("/flood") == flood
+    assert served.index("/other") < flood  # served while the flood was still being answered
