@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -79,8 +80,8 @@ def raw_message(i: int) -> bytes:
 
 
 @contextmanager
-def run_server() -> Iterator[str]:
-    """``resumable-streams serve --storage memory`` on a free port; yields the base URL."""
+def run_server() -> Iterator[tuple[str, int]]:
+    """``resumable-streams serve --storage memory`` on a free port: (base URL, its pid)."""
     exe = shutil.which("resumable-streams", path=str(Path(sys.executable).parent))
     if exe is None:
         raise SystemExit("resumable-streams is not installed in this venv (pip install -e .)")
@@ -104,7 +105,7 @@ def run_server() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise SystemExit("the server did not start listening") from None
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/v1/stream"
+        yield f"http://127.0.0.1:{port}/v1/stream", proc.pid
     finally:
         proc.terminate()
         try:
@@ -147,7 +148,26 @@ def check_json(items: list[Any], count: int) -> None:
 # one-off ``stream(url)`` does.
 
 
-async def read_async(impl: str, url: str, json_mode: bool, shared: bool) -> tuple[float, int]:
+@dataclass
+class Read:
+    """One timed read: seconds, messages or bytes read, CPU seconds of client and server."""
+
+    seconds: float
+    count: int
+    client_cpu: float
+    server_cpu: float
+
+
+@contextmanager
+def measure(server_pid: int) -> Iterator[list[float]]:
+    """Wall and CPU time of the block: yields a list that gets [wall, client CPU, server]."""
+    out: list[float] = []
+    cpu, srv, start = cpu_seconds(), cpu_seconds(server_pid), time.perf_counter()
+    yield out
+    out += [time.perf_counter() - start, cpu_seconds() - cpu, cpu_seconds(server_pid) - srv]
+
+
+async def read_async(impl: str, url: str, json_mode: bool, shared: bool, pid: int) -> Read:
     import durable_streams
     import httpx
 
@@ -155,20 +175,20 @@ async def read_async(impl: str, url: str, json_mode: bool, shared: bool) -> tupl
     if shared:
         client = httpx2.AsyncClient() if impl == "ours" else httpx.AsyncClient()
     try:
-        start = time.perf_counter()
         opener: Any = astream if impl == "ours" else durable_streams.astream
-        async with opener(url, live=False, client=client) as res:
-            if json_mode:
-                n = sum([1 async for _ in res.iter_json()])
-            else:
-                n = sum([len(chunk) async for chunk in res])
-        return time.perf_counter() - start, n
+        with measure(pid) as m:
+            async with opener(url, live=False, client=client) as res:
+                if json_mode:
+                    n = sum([1 async for _ in res.iter_json()])
+                else:
+                    n = sum([len(chunk) async for chunk in res])
+        return Read(m[0], n, m[1], m[2])
     finally:
         if client is not None:
             await client.aclose()
 
 
-def read_sync(impl: str, url: str, json_mode: bool, shared: bool) -> tuple[float, int]:
+def read_sync(impl: str, url: str, json_mode: bool, shared: bool, pid: int) -> Read:
     import durable_streams
     import httpx
 
@@ -176,12 +196,11 @@ def read_sync(impl: str, url: str, json_mode: bool, shared: bool) -> tuple[float
     if shared:
         client = httpx2.Client() if impl == "ours" else httpx.Client()
     try:
-        start = time.perf_counter()
         opener: Any = stream if impl == "ours" else durable_streams.stream
-        with opener(url, live=False, client=client) as res:
+        with measure(pid) as m, opener(url, live=False, client=client) as res:
             items = res.iter_json() if json_mode else (len(chunk) for chunk in res)
             n = sum(1 for _ in items) if json_mode else sum(items)
-        return time.perf_counter() - start, n
+        return Read(m[0], n, m[1], m[2])
     finally:
         if client is not None:
             client.close()
@@ -324,7 +343,15 @@ class Results:
         return statistics.median(values) if values else None
 
 
-def run_round(base: str, cfg: dict[str, int], res: Results) -> None:
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time of process ``pid`` (Linux ``/proc/PID/schedstat``, ns), or of this one."""
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def run_round(base: str, server_pid: int, cfg: dict[str, int], res: Results) -> None:
     n_read = cfg["read"]
     json_url = new_url(base, "read-json")
     bin_url = new_url(base, "read-bin")
@@ -348,15 +375,20 @@ def run_round(base: str, cfg: dict[str, int], res: Results) -> None:
         for impl, mode, shared in readers * cfg["read_reps"]:  # interleaved: noise hits all
             label = f"{impl}-{mode}{'+client' if shared else ''}"
             if mode == "sync":
-                dt, n = read_sync(impl, url, json_mode, shared)
+                r = read_sync(impl, url, json_mode, shared, server_pid)
             else:
-                dt, n = anyio.run(read_async, impl, url, json_mode, shared, backend=mode)
-            if n != expect:
-                raise RuntimeError(f"{label} read {n}, expected {expect}")
+                r = anyio.run(read_async, impl, url, json_mode, shared, server_pid, backend=mode)
+            if r.count != expect:
+                raise RuntimeError(f"{label} read {r.count}, expected {expect}")
+            kind = "json" if json_mode else "bytes"
             if json_mode:
-                res.add("read json msg/s", label, n_read / dt)
+                res.add("read json msg/s", label, n_read / r.seconds)
             else:
-                res.add("read bytes MB/s", label, mb / dt)
+                res.add("read bytes MB/s", label, mb / r.seconds)
+            if shared:  # where a read's time goes: this process vs the server process
+                res.add(f"read {kind}: wall ms", label, 1000 * r.seconds)
+                res.add(f"read {kind}: client CPU ms", label, 1000 * r.client_cpu)
+                res.add(f"read {kind}: server CPU ms", label, 1000 * r.server_cpu)
 
     n_app = cfg["append"]
     openers = {"ours": open_ours_async, "official": open_official_async}
@@ -440,10 +472,10 @@ def main() -> None:
     else:
         cfg = {"read": 100_000, "read_reps": 5, "append": 3_200, "produce": 200_000, "tail": 200}
     res = Results()
-    with run_server() as base:
+    with run_server() as (base, server_pid):
         for r in range(args.repeat):
             print(f"round {r + 1}/{args.repeat} {cfg}", flush=True)
-            run_round(base, cfg, res)
+            run_round(base, server_pid, cfg, res)
     report(res)
     if args.json:
         args.json.write_text(json.dumps(res.data, indent=2))
