@@ -21,7 +21,7 @@ import pytest
 
 from resumable_streams._protocol.durable.offsets import ZERO, Offset
 from resumable_streams._protocol.durable.parsing import ProducerHeaders
-from resumable_streams._protocol.durable.planning import AppendRequest, CreateRequest
+from resumable_streams._protocol.durable.planning import AppendRequest, CreateRequest, Rejected
 from resumable_streams._protocol.sse import SSEDecoder
 from resumable_streams.durable._async_client import _abandon_body
 from resumable_streams.errors import BackendUnavailableError, ConfigurationError
@@ -327,3 +327,46 @@ def test_redact_url_and_cluster_nodes() -> None:
     _close_cluster_layout(client)  # never opened: release what coredis made eagerly
     with pytest.raises(ConfigurationError, match="nohost"):
         _cluster_client("redis+cluster://nohost", "redis+cluster://nohost")
+
+
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+async def test_forks_under_concurrent_appends_keep_the_fork_count(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
+    """Fork and delete while another engine appends to the source: counts stay exact."""
+    fixture = "redis_server" if mode == "single" else "cluster"
+    url: str = request.getfixturevalue(fixture).url
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    with anyio.fail_after(60):
+        async with (
+            RedisStorage.open(url, prefix=prefix) as a,
+            RedisStorage.open(url, prefix=prefix) as b,
+        ):
+            await a.create("src", CreateRequest("text/plain", body=b"0"), now=NOW)
+            done = anyio.Event()
+
+            async def keep_appending() -> None:
+                while not done.is_set():
+                    await b.append("src", _text(b"+"), now=NOW)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(keep_appending)
+                for i in range(10):
+                    fork = await a.create(
+                        f"fork{i}", CreateRequest(None, forked_from="src"), now=NOW
+                    )
+                    assert fork.created
+                    await a.append(f"fork{i}", _text(b"!"), now=NOW)
+                for i in range(0, 10, 2):
+                    await a.delete(f"fork{i}", now=NOW)
+                done.set()
+            assert (await a.head("src", now=NOW)).fork_count == 5
+            await a.delete("src", now=NOW)  # soft: five forks remain
+            for i in range(1, 10, 2):
+                data = await _read_all(b, f"fork{i}")
+                assert data.startswith(b"0")
+                assert data.endswith(b"!")
+                await b.delete(f"fork{i}", now=NOW)
+            with pytest.raises(Rejected) as info:
+                await a.head("src", now=NOW)
+            assert info.value.status == 404  # collected with its last fork

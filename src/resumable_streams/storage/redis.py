@@ -5,7 +5,8 @@ and ``}`` percent-escaped, so that ``{T}`` is the Redis Cluster hash tag of the 
 every key of one stream lives in one slot)::
 
     P:{T}:m   hash    m = the metadata (JSON), v = version token, a = last access (sliding
-                      TTL), t = TTL seconds (only for streams with a TTL)
+                      TTL), t = TTL seconds (if any), f = fork count, i = stream id
+                      (incarnation), s = soft-deleted ("1"/"0"); a and f override the JSON
     P:{T}:d   stream  one entry per append: id ``<end position>-0``, fields s = start, d = data
     P:{T}:p   hash    producer id -> ``<epoch>:<seq>`` (idempotent producers)
     P:expiry  zset    stream name -> earliest possible expiry (a hint for the sweeper only)
@@ -22,14 +23,19 @@ Live readers are woken through one pub/sub subscription per process (``P:notify`
 out to the local :class:`~.base.Notifier`: no polling, no task per waiting reader. After the
 subscription was lost and re-established every waiting reader is woken once to re-check.
 
+A stream that an operation changes only by its fork count (a fork's source gains a fork;
+a source loses one, and is collected if it was soft-deleted and that was its last) is not
+version-checked: the commit script applies the change as an increment, checking only that it
+is the same incarnation. Forking a stream while it is being appended to therefore does not
+conflict with those appends.
+
 Redis Cluster: use a ``redis+cluster://host:port`` (or ``rediss+cluster://``) URL naming any
-node. Operations on one stream (create without fork, append, read, touch, delete of a stream
-without forks) are atomic as above. Operations that span streams (creating a fork, which
-copies the source's records and counts the fork on the source; deleting the last fork of a
-soft-deleted source) are committed stream by stream on a cluster, each step checked, but not
-atomically across the streams: a crash between the steps can leave a source's fork count one
-too high (the soft-deleted source is then kept instead of collected). On a single Redis they
-are one atomic script.
+node. Operations on one stream are atomic as above. An operation that spans streams (creating
+or deleting a fork) cannot be one script across slots: it is committed stream by stream - the
+requested stream first, with its version check, then the other stream's fork-count change. A
+crash (or the source being deleted and re-created) between the two steps leaves that
+source's fork count off by one; data is never lost or duplicated. On a single Redis it is one
+atomic script.
 """
 
 from __future__ import annotations
@@ -98,8 +104,8 @@ _CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
 # and the records starting at the asked-for positions.
 # KEYS: meta, data, producers. ARGV: n producer ids, the ids, then anchor positions.
 _LOAD_LUA: Final = """
-local meta = redis.call('HMGET', KEYS[1], 'm', 'v', 'a')
-local out = {meta[1], meta[2], meta[3]}
+local meta = redis.call('HMGET', KEYS[1], 'm', 'v', 'a', 'f')
+local out = {meta[1], meta[2], meta[3], meta[4]}
 local n = tonumber(ARGV[1])
 for i = 2, n + 1 do
   out[#out + 1] = redis.call('HGET', KEYS[3], ARGV[i])
@@ -122,9 +128,9 @@ return out
 # one record), sliding the TTL of a stream that has one and has not expired.
 # KEYS: meta, data. ARGV: first id ('' = metadata only), byte budget, now ('' = no touch).
 _READ_LUA: Final = """
-local meta = redis.call('HMGET', KEYS[1], 'm', 'a', 't')
+local meta = redis.call('HMGET', KEYS[1], 'm', 'a', 't', 'f')
 if not meta[1] then return {} end
-local out = {meta[1], meta[2]}
+local out = {meta[1], meta[2], meta[4]}
 local now = ARGV[3]
 if now ~= '' and meta[3] then
   local a = tonumber(meta[2])
@@ -142,7 +148,7 @@ while true do
   local entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', 64)
   for _, e in ipairs(entries) do
     local data = e[2][4]
-    if #out > 2 and total + #data > budget then return out end
+    if #out > 3 and total + #data > budget then return out end
     out[#out + 1] = e[2][2]
     out[#out + 1] = e[1]
     out[#out + 1] = data
@@ -153,16 +159,26 @@ while true do
 end
 """
 
-# Commit: check every stream's version, then apply the buffered writes. Returns 1, or 0 on
-# a version conflict (nothing written).
-# KEYS: meta, data, producers per stream. ARGV: n, n expected versions ('' = absent), the new
-# version, the notify channel, then ops: M i json last_access ttl | D i | R i start end data |
-# P i producer value | N i name.
+# Commit: check every stream, then apply the buffered writes. Returns 1, or 0 on a conflict
+# (nothing written).
+# KEYS: meta, data, producers per stream. ARGV: n, then per stream what to check: its version
+# ('' = absent), '#<stream id>' (the same incarnation, for fork-count changes) or '*'
+# (nothing); then the new version, the notify channel, then ops:
+# M i json last_access ttl fork_count stream_id soft_deleted | D i | R i start end data |
+# P i producer value | F i delta stream_id (fork count += delta in that incarnation; a
+# soft-deleted stream whose count reaches 0 is collected) | N i name.
 _COMMIT_LUA: Final = """
 local n = tonumber(ARGV[1])
 for i = 1, n do
-  local v = redis.call('HGET', KEYS[3 * i - 2], 'v') or ''
-  if v ~= ARGV[1 + i] then return 0 end
+  local want = ARGV[1 + i]
+  if want ~= '*' then
+    local mk = KEYS[3 * i - 2]
+    if string.sub(want, 1, 1) == '#' then
+      if redis.call('HGET', mk, 'i') ~= string.sub(want, 2) then return 0 end
+    elseif (redis.call('HGET', mk, 'v') or '') ~= want then
+      return 0
+    end
+  end
 end
 local token = ARGV[n + 2]
 local channel = ARGV[n + 3]
@@ -173,7 +189,8 @@ while p <= #ARGV do
   local mk = KEYS[3 * i - 2]
   if op == 'M' then
     local a = redis.call('HGET', mk, 'a')
-    redis.call('HSET', mk, 'm', ARGV[p + 2], 'v', token)
+    redis.call('HSET', mk, 'm', ARGV[p + 2], 'v', token, 'f', ARGV[p + 5], 'i', ARGV[p + 6],
+      's', ARGV[p + 7])
     if (not a) or tonumber(a) < tonumber(ARGV[p + 3]) then
       redis.call('HSET', mk, 'a', ARGV[p + 3])
     end
@@ -182,7 +199,7 @@ while p <= #ARGV do
     else
       redis.call('HSET', mk, 't', ARGV[p + 4])
     end
-    p = p + 5
+    p = p + 8
   elseif op == 'D' then
     redis.call('DEL', mk, KEYS[3 * i - 1], KEYS[3 * i])
     p = p + 2
@@ -191,6 +208,19 @@ while p <= #ARGV do
     p = p + 5
   elseif op == 'P' then
     redis.call('HSET', KEYS[3 * i], ARGV[p + 2], ARGV[p + 3])
+    p = p + 4
+  elseif op == 'F' then
+    if redis.call('HGET', mk, 'i') == ARGV[p + 3] then
+      local f = redis.call('HINCRBY', mk, 'f', ARGV[p + 2])
+      if f < 0 then
+        f = 0
+        redis.call('HSET', mk, 'f', 0)
+      end
+      redis.call('HSET', mk, 'v', token)
+      if f == 0 and redis.call('HGET', mk, 's') == '1' then
+        redis.call('DEL', mk, KEYS[3 * i - 1], KEYS[3 * i])
+      end
+    end
     p = p + 4
   elseif op == 'N' then
     redis.call('PUBLISH', channel, ARGV[p + 2])
@@ -254,11 +284,13 @@ def _decode_producer(raw: bytes) -> ProducerState:
     return ProducerState(int(epoch), int(seq))
 
 
-def _decode_meta(raw: bytes, last_access: bytes | None) -> StreamMeta:
+def _decode_meta(raw: bytes, last_access: bytes | None, forks: bytes | None) -> StreamMeta:
     meta = _meta_from_json(raw.decode())
-    if last_access is not None:
-        meta = replace(meta, last_access=float(last_access))
-    return meta
+    return replace(
+        meta,
+        last_access=float(last_access) if last_access is not None else meta.last_access,
+        fork_count=int(forks) if forks is not None else meta.fork_count,
+    )
 
 
 def _record(start: bytes, entry_id: bytes, data: bytes) -> Record:
@@ -501,10 +533,10 @@ class RedisStorage(StreamStorage):
     ) -> _Loaded:
         args: list[str | bytes | int] = [len(producers), *producers, *map(str, anchors)]
         raw = await self._call("load", self._load_script(keys=self._keys(name), args=args))
-        meta_raw, version, last_access = raw[0], raw[1], raw[2]
-        meta = _decode_meta(meta_raw, last_access) if meta_raw else None
+        meta_raw, version, last_access, forks = raw[0], raw[1], raw[2], raw[3]
+        meta = _decode_meta(meta_raw, last_access, forks) if meta_raw else None
         loaded = _Loaded(meta, version or b"")
-        index = 3
+        index = 4
         for producer in producers:
             value = raw[index]
             loaded.producers[producer] = _decode_producer(value) if value else None
@@ -566,14 +598,15 @@ class RedisStorage(StreamStorage):
                 continue
             except Rejected as exc:
                 error = exc
-            version = await self._commit(txn)
+            version = await self._commit(txn, name)
             if version is not None:
                 self._remember(name, txn, version)
                 if error is not None:
                     raise error
                 self._after_commit(txn)
                 return result, txn
-            self._cache.pop(name, None)
+            for stale_name in loaded:
+                self._cache.pop(stale_name, None)
             stale = list(loaded.items())
             loaded = {}
             for stale_name, snap in stale:
@@ -615,27 +648,54 @@ class RedisStorage(StreamStorage):
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    async def _commit(self, txn: _BufferedTxn) -> bytes | None:
-        """Commit; return the version the stream(s) now have, or ``None`` on a conflict."""
+    async def _commit(self, txn: _BufferedTxn, primary: str) -> bytes | None:
+        """Commit; return the version the stream(s) now have, or ``None`` on a conflict.
+
+        ``primary`` (the requested stream) and every stream written in other ways are checked
+        against the version they were read at. Another stream whose only change is its fork
+        count (a fork's source) is checked for its incarnation only and gets the change as a
+        delta, so that forking a stream that is being appended to does not conflict forever.
+        """
         names = list(txn.ops)
         names += [n for n in txn.notify if n not in txn.ops]
         names += [n for n in txn.loaded if n not in names]
-        ops = {n: await self._resolve_ops(txn.ops.get(n, [])) for n in names}
+        checks: dict[str, bytes] = {}
+        ops: dict[str, list[_Op]] = {}
+        deltas: set[str] = set()
+        for n in names:
+            snap = txn.loaded[n]
+            delta = None if n == primary else _fork_delta(txn, n)
+            if delta is not None and snap.meta is not None:
+                deltas.add(n)
+                ops[n] = [("F", (delta, snap.meta.stream_id))]
+                checks[n] = b"#" + snap.meta.stream_id.encode() if delta > 0 else b"*"
+            elif n != primary and n not in txn.ops and snap.meta is not None:
+                checks[n] = b"#" + snap.meta.stream_id.encode()  # read only: same incarnation
+                ops[n] = []
+            else:
+                checks[n] = snap.version
+                ops[n] = await self._resolve_ops(txn.ops.get(n, []))
         for n in txn.notify:
             ops[n].append(("N", n))
         if not any(ops.values()) and len(names) == 1:
             return txn.loaded[names[0]].version  # read one consistent snapshot, wrote nothing
         token = uuid.uuid4().hex[:16].encode()
         if not self.cluster:
-            return token if await self._commit_group(names, ops, txn, token) else None
-        # A cluster cannot run one script across slots: check read-only streams first, then
-        # commit the written streams one by one (see the module docstring).
-        ordered = sorted(names, key=lambda n: bool(ops[n]))
-        for index, group in enumerate(ordered):
-            if not await self._commit_group([group], ops, txn, token):
-                if index and any(ops[n] for n in ordered[:index]):
-                    logger.warning("cross-stream commit conflicted part-way at %r", group)
+            return token if await self._commit_group(names, checks, ops, token) else None
+        # A cluster cannot run one script across slots: check the unwritten streams, commit
+        # the version-checked writes (the requested stream first), then the fork-count deltas.
+        order = [n for n in names if not ops[n]]
+        order += sorted(
+            (n for n in names if ops[n] and n not in deltas), key=lambda n: n != primary
+        )
+        order += [n for n in names if ops[n] and n in deltas]
+        written = False
+        for group in order:
+            if not await self._commit_group([group], checks, ops, token):
+                if written:
+                    logger.warning("cluster commit conflicted after a partial write at %r", group)
                 return None
+            written = written or bool(ops[group])
         return token
 
     async def _resolve_ops(self, ops: list[_Op]) -> list[_Op]:
@@ -656,11 +716,11 @@ class RedisStorage(StreamStorage):
         return out
 
     async def _commit_group(
-        self, names: list[str], ops: dict[str, list[_Op]], txn: _BufferedTxn, token: bytes
+        self, names: list[str], checks: dict[str, bytes], ops: dict[str, list[_Op]], token: bytes
     ) -> bool:
         keys: list[str] = []
         args: list[str | bytes | int] = [len(names)]
-        args += [txn.loaded[n].version for n in names]
+        args += [checks[n] for n in names]
         args += [token, self.channel]
         for index, n in enumerate(names, start=1):
             keys += self._keys(n)
@@ -670,12 +730,16 @@ class RedisStorage(StreamStorage):
                     meta: StreamMeta = value
                     ttl = "" if meta.ttl is None else str(meta.ttl)
                     args += [_meta_to_json(meta), repr(meta.last_access), ttl]
+                    args += [meta.fork_count, meta.stream_id, "1" if meta.soft_deleted else "0"]
                 elif kind == "R":
                     record: Record = value
                     args += [record.start.position, record.end.position, record.data]
                 elif kind == "P":
                     producer_id, state = value
                     args += [producer_id, _encode_producer(state)]
+                elif kind == "F":
+                    delta, stream_id = value
+                    args += [delta, stream_id]
                 elif kind == "N":
                     args.append(value)
         result = await self._call("commit", self._commit_script(keys=keys, args=args))
@@ -737,11 +801,11 @@ class RedisStorage(StreamStorage):
             raw = await self._call("read", self._read_script(keys=keys, args=args))
             if not raw:
                 raise Rejected(404, "stream not found")
-            meta = _decode_meta(raw[0], raw[1])
+            meta = _decode_meta(raw[0], raw[1], raw[2])
             if meta.soft_deleted:
                 raise Rejected(410, "the stream has been deleted")
             if not is_expired(meta, now):
-                records = [_record(raw[i], raw[i + 1], raw[i + 2]) for i in range(2, len(raw), 3)]
+                records = [_record(raw[i], raw[i + 1], raw[i + 2]) for i in range(3, len(raw), 3)]
                 return ReadResult(meta, records)
             # expired: clean it up as every engine does (raises 404/410 unless re-created)
             await self._transact(lambda txn: txn_require(txn, name, now), name, now=now)
@@ -813,10 +877,28 @@ class RedisStorage(StreamStorage):
         metas: list[StreamMeta] = []
         pattern = f"{self.prefix}:{{*}}:m"
         async for key in self.client.scan_iter(match=pattern, count=1000):
-            raw = await self._call("HMGET", self.client.hmget(key, ["m", "a"]))
+            raw = await self._call("HMGET", self.client.hmget(key, ["m", "a", "f"]))
             if raw[0]:
-                metas.append(_decode_meta(raw[0], raw[1]))
+                metas.append(_decode_meta(raw[0], raw[1], raw[2]))
         return visible_streams(metas, now=now, limit=limit)
+
+
+def _fork_delta(txn: _BufferedTxn, name: str) -> int | None:
+    """The change to ``name`` as a fork-count delta, if that is all that changed.
+
+    That is a fork's source gaining a fork (``+1``), or losing one, including a soft-deleted
+    source that is collected with its last fork (``-1``; the commit script collects it).
+    """
+    ops = txn.ops.get(name)
+    old = txn.loaded[name].meta
+    if not ops or old is None or any(kind not in ("M", "D") for kind, _ in ops):
+        return None
+    final = txn.metas.get(name, old)
+    if final is None:
+        return -1 if old.soft_deleted and old.fork_count <= 1 else None
+    if replace(old, fork_count=final.fork_count) != final:
+        return None
+    return final.fork_count - old.fork_count
 
 
 def _sweep_one(txn: _BufferedTxn, *, name: str, now: float) -> int:
