@@ -370,3 +370,21 @@ async def test_forks_under_concurrent_appends_keep_the_fork_count(
             with pytest.raises(Rejected) as info:
                 await a.head("src", now=NOW)
             assert info.value.status == 404  # collected with its last fork
+
+
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+async def test_names_with_braces_and_percent_stay_distinct(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
+    """Hash-tag escaping is injective: ``a{b}`` and ``a%7Bb%7D`` are different streams."""
+    fixture = "redis_server" if mode == "single" else "cluster"
+    url: str = request.getfixturevalue(fixture).url
+    names = ["a{b}", "a%7Bb%7D", "a%257Bb", "{}", "}{", "ü/ß/{x}"]
+    with anyio.fail_after(20):
+        async with RedisStorage.open(url, prefix=f"test-{uuid.uuid4().hex[:12]}") as storage:
+            for name in names:
+                await storage.create(name, CreateRequest("text/plain", body=name.encode()), now=NOW)
+            for name in names:
+                assert await _read_all(storage, name) == name.encode()
+            listed = [meta.name for meta in await storage.list_streams(now=NOW)]
+            assert listed == sorted(names)
