@@ -20,6 +20,7 @@ def test_serve_defaults() -> None:
     )
     assert args.long_poll_timeout == 30.0
     assert args.sse_reconnect_interval == 60.0
+    assert args.http == "builtin"
 
 
 def test_serve_flags() -> None:
@@ -56,6 +57,7 @@ def test_serve_flags() -> None:
         ["serve", "--storage", "disk"],
         ["serve", "--long-poll-timeout", "0"],
         ["serve", "--max-body-size", "-1"],
+        ["serve", "--http", "h2"],
         [],
     ],
 )
@@ -83,10 +85,13 @@ def test_bad_cache_control_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> N
     assert "invalid Cache-Control value 'a\\nb'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("http", ["builtin", "hypercorn"])
 def test_serve_sends_the_configured_cache_control(
-    server_factory: type[ServerProcess],
+    server_factory: type[ServerProcess], http: str
 ) -> None:
-    server = server_factory("--storage", "memory", "--cache-control", "public, s-maxage=600")
+    server = server_factory(
+        "--storage", "memory", "--cache-control", "public, s-maxage=600", "--http", http
+    )
     server.start()
     with httpx2.Client(base_url=f"{server.url}/v1/stream/", timeout=10) as client:
         client.put("c", content=b"x", headers={"Content-Type": "text/plain"})
