@@ -138,6 +138,9 @@ def parse_position(value: str | int | None, *, what: str = "position") -> int | 
     return number
 
 
+_dumps = json.dumps
+
+
 def _json_text(text: str) -> str:
     dumped = json.dumps(text, ensure_ascii=False)
     try:
@@ -152,7 +155,10 @@ def _json_text(text: str) -> str:
 
 def encode_sse_chunk(text: str, position: int) -> bytes:
     """One chunk as an SSE ``message`` event: ``id`` = position after it, data = JSON string."""
-    return f"id: {position}\ndata: {_json_text(text)}\n\n".encode()
+    try:
+        return f"id: {position}\ndata: {_dumps(text, ensure_ascii=False)}\n\n".encode()
+    except UnicodeEncodeError:  # a lone surrogate: keep it, as JavaScript would, escaped
+        return f"id: {position}\ndata: {_dumps(text)}\n\n".encode()
 
 
 def encode_sse_retry(milliseconds: int) -> bytes:

@@ -142,53 +142,92 @@ class ResumableSSEResponse(Response):
         await PlainTextResponse(reason, status, out)(scope, receive, send)
 
     async def _stream(self, stream: ResumableStream, receive: Receive, send: Send) -> None:
-        lock = anyio.Lock(fast_acquire=True)
-        last_output = anyio.current_time()
-        gone = False
-
-        async def write(data: bytes) -> None:
-            nonlocal last_output, gone
-            try:
-                async with lock:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-            except OSError:  # the server noticed the client left while we were writing
-                gone = True
-                tg.cancel_scope.cancel()
-                await anyio.lowlevel.checkpoint()
-            last_output = anyio.current_time()
-
-        async def emit(text: str, position: int) -> None:
-            await write(encode_sse_chunk(text, position))
-
-        async def heartbeats() -> None:
-            while True:
-                await anyio.sleep(last_output + self.heartbeat - anyio.current_time())
-                if anyio.current_time() - last_output >= self.heartbeat:
-                    await write(encode_comment("heartbeat"))
-
-        async def watch_disconnect() -> None:
-            nonlocal gone
-            while True:
-                message: Message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    tg.cancel_scope.cancel()
-                    return
-
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        conn = _Connection(receive, send, self.heartbeat)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_disconnect)
+            conn.scope = tg.cancel_scope
+            tg.start_soon(conn.watch)
             if self.retry is not None:
-                await write(encode_sse_retry(self.retry))
-            tg.start_soon(heartbeats)
-            outcome = await relay(stream, emit)
+                await conn.write(encode_sse_retry(self.retry))
+            outcome = await relay(stream, conn.emit)
             if outcome.kind != "retry":
                 error = "the producer failed" if outcome.kind == "failed" else None
-                await write(encode_sse_end(outcome.position, error))
+                await conn.write(encode_sse_end(outcome.position, error))
             tg.cancel_scope.cancel()
-        if gone:
+        if conn.gone:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(1), suppress(OSError):
             await send({"type": "http.response.body", "body": b""})
+
+
+class _Connection:
+    """One streaming response's I/O: writes, and one task that watches the client.
+
+    The watcher waits for ``http.disconnect`` and writes a comment when a whole ``heartbeat``
+    interval passed without output - one task per subscriber, no closures. Chunks are written
+    without taking the lock unless a heartbeat is being written at that moment (the lock
+    keeps the two from interleaving; the watcher never writes while a chunk is in flight).
+    """
+
+    __slots__ = ("gone", "heartbeat", "lock", "receive", "scope", "send", "sending", "wrote")
+
+    def __init__(self, receive: Receive, send: Send, heartbeat: float) -> None:
+        self.receive = receive
+        self.send = send
+        self.heartbeat = heartbeat
+        self.lock = anyio.Lock(fast_acquire=True)
+        self.sending = False
+        self.wrote = False
+        self.gone = False
+        self.scope: anyio.CancelScope | None = None
+
+    def _lost(self) -> None:
+        self.gone = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def write(self, data: bytes) -> None:
+        message = {"type": "http.response.body", "body": data, "more_body": True}
+        try:
+            if self.lock.locked():  # a heartbeat is being written: wait for it
+                async with self.lock:
+                    await self.send(message)
+            else:
+                self.sending = True
+                try:
+                    await self.send(message)
+                finally:
+                    self.sending = False
+        except OSError:  # the server noticed the client left while we were writing
+            self._lost()
+            await anyio.lowlevel.checkpoint()
+        self.wrote = True
+
+    async def emit(self, text: str, position: int) -> None:
+        await self.write(encode_sse_chunk(text, position))
+
+    async def watch(self) -> None:
+        while True:
+            with anyio.move_on_after(self.heartbeat) as idle:
+                message: Message = await self.receive()
+            if idle.cancelled_caught:
+                if not self.wrote and not self.sending:
+                    try:
+                        async with self.lock:
+                            await self.send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": encode_comment("heartbeat"),
+                                    "more_body": True,
+                                }
+                            )
+                    except OSError:
+                        self._lost()
+                        return
+                self.wrote = False
+                continue
+            if message["type"] == "http.disconnect":
+                self._lost()
+                return
