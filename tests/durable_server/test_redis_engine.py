@@ -388,3 +388,19 @@ async def test_names_with_braces_and_percent_stay_distinct(
                 assert await _read_all(storage, name) == name.encode()
             listed = [meta.name for meta in await storage.list_streams(now=NOW)]
             assert listed == sorted(names)
+
+
+async def test_redis_restart_loses_data_but_not_the_engine(private_redis: RedisServer) -> None:
+    """After Redis restarts empty, nothing this process remembers is trusted."""
+    with anyio.fail_after(30):
+        async with RedisStorage.open(private_redis.url) as storage:
+            await storage.create("s", CreateRequest("text/plain"), now=NOW)
+            await storage.append("s", _text(b"x", ("p", 0, 0)), now=NOW)
+            waiting = storage.notifier.event("s")
+            await anyio.to_thread.run_sync(private_redis.restart)
+            await waiting.wait()  # re-subscribed: live readers re-check
+            again = await storage.create("s", CreateRequest("text/plain"), now=NOW)
+            assert again.created  # not an "idempotent match" with the lost stream
+            out = await storage.append("s", _text(b"y", ("p", 0, 0)), now=NOW)
+            assert out.status == 200  # the producer starts afresh too
+            assert await _read_all(storage, "s") == b"y"

@@ -316,6 +316,8 @@ class _Loaded:
     version: bytes
     producers: dict[str, ProducerState | None] = field(default_factory=dict)
     anchors: dict[int, Record | None] = field(default_factory=dict)
+    remembered: bool = False
+    """From this process's memory of its last commit, not read from Redis: unverified."""
 
 
 @dataclass(slots=True)
@@ -643,7 +645,7 @@ class RedisStorage(StreamStorage):
             return
         producers = dict(snap.producers)
         producers.update({pid: state for (n, pid), state in txn.producers.items() if n == name})
-        self._cache[name] = _Loaded(meta, version, producers)
+        self._cache[name] = _Loaded(meta, version, producers, remembered=True)
         self._cache.move_to_end(name)
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -677,7 +679,7 @@ class RedisStorage(StreamStorage):
                 ops[n] = await self._resolve_ops(txn.ops.get(n, []))
         for n in txn.notify:
             ops[n].append(("N", n))
-        if not any(ops.values()) and len(names) == 1:
+        if not any(ops.values()) and len(names) == 1 and not txn.loaded[names[0]].remembered:
             return txn.loaded[names[0]].version  # read one consistent snapshot, wrote nothing
         token = uuid.uuid4().hex[:16].encode()
         if not self.cluster:
