@@ -7,7 +7,9 @@ trio worker ("trio") or uvicorn ("asyncio"), serving one Starlette app with thre
   (``memory://``) resumable-stream context;
 * ``ours-ws``: :func:`~resumable_streams.transports.handle_resumable_websocket`, same context;
 * ``sse-starlette``: ``EventSourceResponse`` over a generator yielding the same events from a
-  list in memory (each event with an ``id``, as ours).
+  list in memory (each event with an ``id``, as ours);
+* ``bare`` (fan-out only): the floor - a minimal streaming ``Response`` that sends the same
+  events with no heartbeat, no disconnect detection and no resumability.
 
 Workloads (defaults; ``--quick`` for a smoke run):
 
@@ -68,7 +70,7 @@ def build_app() -> Any:
 
     ctx = create_resumable_stream_context(redis_url="memory://bench")
     gates: dict[str, anyio.Event] = {}
-    waiting = {"sse-starlette": 0}
+    waiting = {"sse-starlette": 0, "bare": 0}
     events = [event_text(i) for i in range(100_000)]
 
     def gate(sid: str) -> anyio.Event:
@@ -110,6 +112,29 @@ def build_app() -> Any:
 
         return EventSourceResponse(gen())
 
+    class Bare(Response):
+        """The floor: a minimal streaming response (no heartbeat, no disconnect watch)."""
+
+        def __init__(self, sid: str, n: int, gated: bool) -> None:
+            self.sid, self.n, self.gated = sid, n, gated
+            self.background = None
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            headers = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            if self.gated:
+                waiting["bare"] += 1
+                await gate(self.sid).wait()
+            for i in range(self.n):
+                body = f"id: {i}\ndata: {events[i]}\n\n".encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            done = f"event: done\ndata: {END}\n\n".encode()
+            await send({"type": "http.response.body", "body": done, "more_body": False})
+
+    async def bare(request: Request) -> Response:
+        n, gated = params(request.query_params)
+        return Bare(request.path_params["sid"], n, gated)
+
     async def create(request: Request) -> Response:
         """Start ours' producer (it waits for the gate); the creator's view is dropped."""
         sid = request.path_params["sid"]
@@ -126,13 +151,14 @@ def build_app() -> Any:
     async def stats(request: Request) -> Response:
         prefix = ctx.keys.chunk("")
         ours = sum(1 for name in ctx.mux._channels if name.startswith(prefix))
-        return JSONResponse({"ours": ours, "sse-starlette": waiting["sse-starlette"]})
+        return JSONResponse({"ours": ours, **waiting})
 
     return Starlette(
         routes=[
             Route("/ours-sse/{sid}", ours_sse),
             WebSocketRoute("/ours-ws/{sid}", ours_ws),
             Route("/sse-starlette/{sid}", sse_starlette),
+            Route("/bare/{sid}", bare),
             Route("/create/{sid}", create, methods=["POST"]),
             Route("/go/{sid}", go, methods=["POST"]),
             Route("/stats", stats),
@@ -296,10 +322,10 @@ async def fan_out(backend: str, impl: str, n: int, clients: int) -> Result:
         stream = sid()
         kind = "ws" if impl == "ours-ws" else "sse"
         marker = WS_MARKER if kind == "ws" else SSE_MARKER
-        counter = "sse-starlette" if impl == "sse-starlette" else "ours"
+        counter = impl if impl in ("sse-starlette", "bare") else "ours"
         await asyncio.sleep(0.5)
         baseline = server.rss_kib()
-        if impl != "sse-starlette":
+        if impl.startswith("ours"):
             await server.request("POST", f"/create/{stream}?n={n}&gate=1")
         conns = []
         for i in range(clients):
@@ -333,7 +359,7 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
             result = await one_stream(backend, impl, args.events)
             print(json.dumps(asdict(result)), flush=True)
             results.append(result)
-        for impl in ("ours-sse", "sse-starlette", "ours-ws"):
+        for impl in ("ours-sse", "sse-starlette", "ours-ws", "bare"):
             result = await fan_out(backend, impl, args.fanout_events, args.subscribers)
             print(json.dumps(asdict(result)), flush=True)
             results.append(result)
