@@ -239,12 +239,21 @@ async def test_unreachable_redis_is_a_clear_error() -> None:
     assert "hunter2" not in message
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis+cluster://nohost"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379", "redis+cluster://nohost", "redis://h:notaport/0"]
+)
 async def test_bad_redis_url_is_a_configuration_error(url: str) -> None:
     with anyio.fail_after(10), pytest.raises(ConfigurationError) as info:
         async with open_storage("redis", redis_url=url):
             pass
-    assert url.split("://")[0] in str(info.value) or "nohost" in str(info.value)
+    assert url in str(info.value) or "nohost" in str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b}", "ds*"])
+async def test_bad_key_prefix_is_a_configuration_error(prefix: str, redis_url: str) -> None:
+    with anyio.fail_after(10), pytest.raises(ConfigurationError, match="prefix"):
+        async with RedisStorage.open(redis_url, prefix=prefix):
+            pass
 
 
 def test_serve_exits_naming_the_unreachable_redis(server_factory: type[ServerProcess]) -> None:

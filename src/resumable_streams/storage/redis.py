@@ -451,21 +451,28 @@ class RedisStorage(StreamStorage):
         An unreachable Redis raises :class:`~resumable_streams.errors.BackendUnavailableError`
         naming the URL (password redacted).
         """
+        if not prefix or any(ch in prefix for ch in "{}*?[]"):
+            raise ConfigurationError(
+                f"bad Redis key prefix {prefix!r}: must be non-empty, without {{ }} * ? [ ]"
+            )
         scheme = url.partition("://")[0].lower()
         shown = redact_url(url)
-        if scheme in _CLUSTER_SCHEMES:
-            client: Any = _cluster_client(url, shown)
-            cluster = True
-        elif scheme in ("redis", "rediss", "unix"):
-            client = coredis.Redis.from_url(
-                url, decode_responses=False, connect_timeout=5, stream_timeout=30
-            )
-            cluster = False
-        else:
+        if scheme not in (*_CLUSTER_SCHEMES, "redis", "rediss", "unix"):
             raise ConfigurationError(
                 f"unsupported Redis URL {shown!r}: expected redis://, rediss://, unix://, "
                 "redis+cluster:// or rediss+cluster://"
             )
+        cluster = scheme in _CLUSTER_SCHEMES
+        try:
+            client: Any = (
+                _cluster_client(url, shown)
+                if cluster
+                else coredis.Redis.from_url(
+                    url, decode_responses=False, connect_timeout=5, stream_timeout=30
+                )
+            )
+        except ValueError as exc:  # coredis's URL parsing
+            raise ConfigurationError(f"bad Redis URL {shown!r}: {exc}") from exc
         storage = cls(client, prefix=prefix, cluster=cluster)
         try:
             async with storage._run(client, shown) as running:
