@@ -194,3 +194,36 @@ def test_client_arguments_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="0"):
         open_resumable_sse("http://x", connect_timeout=0)
     assert issubclass(RequestRejectedError, Exception)
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+async def test_cancelled_read_loses_nothing(
+    make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str
+) -> None:
+    gate = anyio.Event()
+    chunks = ["first 😀", "second", "third 𝄞"]
+
+    async def gated() -> AsyncIterator[str]:
+        yield chunks[0]
+        await gate.wait()
+        for chunk in chunks[1:]:
+            yield chunk
+
+    with anyio.fail_after(30):
+        async with make_ctx() as ctx:
+            app = make_app(ctx, {"g": gated})
+            async with run_asgi(app, asgi_server) as host:
+                opener = open_resumable_sse if kind == "sse" else open_resumable_websocket
+                scheme = "http" if kind == "sse" else "ws"
+                async with opener(f"{scheme}://{host}/{kind}/g", retry=FAST_RETRY) as reader:
+                    received = [await reader.__anext__()]
+                    # A read cancelled while waiting for the next chunk costs nothing...
+                    with anyio.move_on_after(0.05) as scope:
+                        await reader.__anext__()
+                    assert scope.cancelled_caught
+                    assert reader.position == utf16_len(chunks[0])
+                    gate.set()
+                    # ...the next read continues on the same connection, exactly there.
+                    received.extend([text async for text in reader])
+                assert "".join(received) == "".join(chunks)
+                assert reader.reconnects == 0
