@@ -186,3 +186,21 @@ def test_sync_iter_json_over_pieces(stream_url: str) -> None:
         httpx2.post(stream_url, content=json.dumps(batch), headers=JSON).raise_for_status()
         with s.stream(live=False, max_chunk_bytes=4096) as res:
             assert [m["i"] for m in res.iter_json()] == list(range(2000))
+
+
+def test_response_session_properties(stream_url: str) -> None:
+    """``start_offset``, ``closed`` and ``status_text``, as on the official client's response."""
+    with DurableStream.create(stream_url, content_type="text/plain") as s:
+        first = s.append("a")
+        s.append("b")
+        with s.stream(live=False, offset=first.next_offset) as res:
+            assert res.read_text() == "b"
+            assert res.start_offset == first.next_offset
+            assert res.offset != res.start_offset
+            open_inside = not res.closed
+            assert isinstance(res.status_text, str)
+            assert res.status == 200
+        assert open_inside
+        assert res.closed
+        with s.stream(live=False) as res:
+            assert res.start_offset == "-1"

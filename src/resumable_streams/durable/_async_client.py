@@ -245,11 +245,11 @@ class AsyncFlowRunner(Generic[R]):
                 return core.Failure(exc, sent=True)
             finally:
                 await response.aclose()
-            head = core.ResponseHead(response.status_code, hdrs, body)
+            head = core.ResponseHead(response.status_code, hdrs, body, response.reason_phrase)
         else:
             self._response = response
             self._body = response.aiter_bytes()
-            head = core.ResponseHead(response.status_code, hdrs)
+            head = core.ResponseHead(response.status_code, hdrs, None, response.reason_phrase)
         self.last_head = head
         return head
 
@@ -367,6 +367,16 @@ class AsyncStreamResponse(_OwnsHttpClient):
         return self._offset
 
     @property
+    def start_offset(self) -> str:
+        """The offset this session started at."""
+        return self._options.offset if self._options.offset is not None else h.OFFSET_BEGINNING
+
+    @property
+    def closed(self) -> bool:
+        """Whether this session has been closed (its connection released)."""
+        return self._closed
+
+    @property
     def cursor(self) -> str | None:
         """The last ``Stream-Cursor`` seen (CDN collapsing)."""
         return self._cursor
@@ -397,6 +407,12 @@ class AsyncStreamResponse(_OwnsHttpClient):
         """Status of the latest response."""
         head = self._runner.last_head
         return head.status if head is not None else None
+
+    @property
+    def status_text(self) -> str:
+        """Reason phrase of the latest response (``""`` if the server sent none)."""
+        head = self._runner.last_head
+        return head.reason if head is not None else ""
 
     @property
     def ok(self) -> bool:

@@ -117,6 +117,8 @@ class ResponseHead:
     headers: Mapping[str, str]
     body: bytes | None = None
     """The whole body for non-streaming requests; ``None`` when the driver streams it."""
+    reason: str = ""
+    """The HTTP reason phrase (``"OK"``), if the server sent one."""
 
     def get(self, name: str) -> str | None:
         """Header ``name`` (case-insensitive), or ``None``."""
