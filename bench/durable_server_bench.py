@@ -242,11 +242,11 @@ class Connection:
         self.stream = stream
         self.buf = bytearray()
         self.reusable = True
+        self.received = 0
 
     async def _fill(self) -> None:
-        chunk = await self.stream.receive(262144)
-        if not chunk:
-            raise BenchError("connection closed by the server")
+        chunk = await self.stream.receive(262144)  # EndOfStream when the server closed
+        self.received += len(chunk)
         self.buf += chunk
 
     async def _take(self, size: int) -> bytes:
@@ -309,14 +309,25 @@ class Client:
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         length = f"Content-Length: {len(body)}\r\n" if body or method in ("POST", "PUT") else ""
         head = f"{method} {target} HTTP/1.1\r\n{self.common}{length}{extra}\r\n".encode()
-        conn = self.idle.pop() if self.idle else None
-        if conn is None:
-            conn = Connection(await anyio.connect_tcp(self.host, self.port))
-        try:
-            response = await conn.request(head, body, method)
-        except BaseException:
-            await conn.stream.aclose()
-            raise
+        while True:
+            reused = bool(self.idle)
+            conn = self.idle.pop() if reused else None
+            if conn is None:
+                conn = Connection(await anyio.connect_tcp(self.host, self.port))
+            received_before = conn.received
+            try:
+                response = await conn.request(head, body, method)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, BenchError):
+                await conn.stream.aclose()
+                if reused and conn.received == received_before:
+                    # the server closed this idle keep-alive connection (Node does after
+                    # 5 s) before reading the request: send it again on a fresh one
+                    continue
+                raise
+            except BaseException:
+                await conn.stream.aclose()
+                raise
+            break
         if conn.reusable:
             self.idle.append(conn)
         else:
@@ -611,7 +622,13 @@ def run_server(name: str, work: Workload, client_backend: str) -> dict[str, Any]
             server.wait_ready()
             result: dict[str, Any] = anyio.run(measure, server, work, backend=client_backend)
             return result
-        except (BenchError, OSError, ExceptionGroup) as exc:
+        except (
+            BenchError,
+            OSError,
+            ExceptionGroup,
+            anyio.EndOfStream,
+            anyio.BrokenResourceError,
+        ) as exc:
             return {"error": first_error(exc)}
         finally:
             server.stop()
