@@ -19,4 +19,5 @@ def unwrap_single() -> Iterator[None]:
             inner = inner.exceptions[0]
         if inner is group:
             raise
-        raise inner from group.__cause__
+        # Keep the inner exception's own cause (``raise X from Y`` inside a task).
+        raise inner from (inner.__cause__ if inner.__cause__ is not None else group.__cause__)
