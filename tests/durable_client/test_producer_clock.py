@@ -113,3 +113,58 @@ async def test_cancelling_the_owner_leaves_nothing_running(
                 producer.append_nowait({"stuck": True})
                 await producer.flush()  # never returns: the request is held for 1000 s
     assert producer.in_flight_count == 0
+
+
+def msg(k: str) -> dict[str, str]:
+    """A 12-byte JSON message: {"v":"kkkk"}."""
+    return {"v": k * 4}
+
+
+@pytest.mark.trio
+async def test_buffered_bytes_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    """Past ``max_buffered_bytes`` unsent, append_nowait refuses and append() waits."""
+    server = FakeServer(delay={0: 5.0})  # the first batch takes 5 s
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client,
+        IdempotentProducer(
+            URL,
+            "p",
+            client=client,
+            linger_ms=0,
+            max_buffered_bytes=36,
+            content_type="application/json",
+        ) as producer,
+    ):
+        for k in "abc":
+            producer.append_nowait(msg(k))
+        with pytest.raises(anyio.WouldBlock, match="max_buffered_bytes=36"):
+            producer.append_nowait(msg("x"))
+        start = trio.current_time()
+        with trio.fail_after(30):
+            result = await producer.append(msg("d"))  # waits for room, then for durability
+        assert trio.current_time() - start >= 5.0
+        assert not result.duplicate
+        producer.append_nowait(msg("e"))  # room again
+        await producer.flush()
+    assert server.messages == [msg(k) for k in "abcde"]
+
+
+@pytest.mark.trio
+async def test_bounded_buffer_without_background_task_drains_in_append(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer()
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client:
+        producer = IdempotentProducer(
+            URL, "p", client=client, max_buffered_bytes=30, content_type="application/json"
+        )
+        producer.append_nowait(msg("a"))
+        producer.append_nowait(msg("b"))
+        with pytest.raises(anyio.WouldBlock):
+            producer.append_nowait(msg("c"))
+        with trio.fail_after(30):
+            await producer.append(msg("c"))  # sends the held two itself, then its own
+        await producer.close()
+    assert server.messages == [msg(k) for k in "abc"]
+    with pytest.raises(ValueError, match="max_buffered_bytes"):
+        IdempotentProducer(URL, "p", client=client, max_buffered_bytes=0)

@@ -41,6 +41,7 @@ __all__ = ["IdempotentProducer", "SyncIdempotentProducer"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -69,6 +70,11 @@ class IdempotentProducer:
     batches are sent concurrently, each with its own ``Producer-Seq``. Network errors, 5xx and
     429 are retried with ``retry`` (a replay the server already has answers "duplicate"). Errors
     go to ``on_error(exc)`` and are re-raised by the next :meth:`flush`.
+
+    Memory is bounded: at most ``max_buffered_bytes`` of appended messages are held until the
+    server has them (default 64 MiB; ``None`` = no bound). Beyond it :meth:`append_nowait`
+    raises ``anyio.WouldBlock`` and :meth:`append` waits for room; a single message larger
+    than the bound is still taken when nothing else is held.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class IdempotentProducer:
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         linger_ms: float = 5,
         max_in_flight: int = 5,
+        max_buffered_bytes: int | None = DEFAULT_MAX_BUFFERED_BYTES,
         content_type: str | None = None,
         on_error: Callable[[Exception], Any] | None = None,
         headers: Mapping[str, Any] | None = None,
@@ -97,6 +104,8 @@ class IdempotentProducer:
         elif producer_id is not None and producer_id != state.producer_id:
             raise ValueError(f"producer_id {producer_id!r} differs from state's {state!r}")
         state.validate()
+        if max_buffered_bytes is not None and max_buffered_bytes <= 0:
+            raise ValueError(f"max_buffered_bytes must be > 0 or None, got {max_buffered_bytes!r}")
         if max_batch_bytes <= 0 or max_in_flight <= 0 or linger_ms < 0:
             raise ValueError(
                 "max_batch_bytes and max_in_flight must be > 0 and linger_ms >= 0, got "
@@ -125,6 +134,9 @@ class IdempotentProducer:
         self._max_batch_bytes = max_batch_bytes
         self._linger = linger_ms / 1000
         self._max_in_flight = max_in_flight
+        self._max_buffered = max_buffered_bytes
+        self._buffered = 0  # bytes of messages appended and not yet stored (or failed)
+        self._room = anyio.Event()  # set when buffered bytes are released
         self._on_error = on_error
         self._pending = _Batch()
         self._queue: list[_Batch] = []
@@ -180,13 +192,21 @@ class IdempotentProducer:
 
     # -- appending -----------------------------------------------------------------------------
 
-    def _add(self, data: Any) -> _Batch:
+    def _encode(self, data: Any) -> bytes:
         if self._closed:
             raise ProducerClosedError(f"producer {self.producer_id!r} is closed", url=self.url)
         message = core.encode_message(data, self.content_type)
-        size = len(message)
-        if not size:
+        if not message:
             raise ValueError("cannot append an empty message")
+        return message
+
+    def _has_room(self, size: int) -> bool:
+        limit = self._max_buffered
+        return limit is None or not self._buffered or self._buffered + size <= limit
+
+    def _add(self, message: bytes) -> _Batch:
+        size = len(message)
+        self._buffered += size
         batch = self._pending
         if batch.size and batch.size + size > self._max_batch_bytes:
             self._rotate()
@@ -214,13 +234,34 @@ class IdempotentProducer:
         bytes / str, or on a JSON stream any JSON value (a ``str`` there is pre-serialized JSON,
         as in the official client). Delivery errors go to ``on_error`` and the next
         :meth:`flush`. Without a running task group (see the module docs) the batch is only
-        sent by the next ``flush()`` / ``append()`` / ``close()``.
+        sent by the next ``flush()`` / ``append()`` / ``close()``. Raises ``anyio.WouldBlock``
+        when ``max_buffered_bytes`` are already held (``await append()`` waits instead).
         """
-        self._add(data)
+        message = self._encode(data)
+        if not self._has_room(len(message)):
+            raise anyio.WouldBlock(
+                f"producer {self.producer_id!r} holds {self._buffered} unsent bytes "
+                f"(max_buffered_bytes={self._max_buffered}); await append() or flush()"
+            )
+        self._add(message)
 
     async def append(self, data: Any) -> IdempotentAppendResult:
-        """Append ``data`` and wait until its batch is durable (or raise its error)."""
-        batch = self._add(data)
+        """Append ``data`` and wait until its batch is durable (or raise its error).
+
+        Waits first for room if ``max_buffered_bytes`` are already held.
+        """
+        message = self._encode(data)
+        while not self._has_room(len(message)):
+            self._request_flush()
+            if self._loop_running:
+                if self._room.is_set():
+                    self._room = anyio.Event()
+                await self._room.wait()
+            else:
+                await self._drain_here()  # nothing runs in the background: send them now
+            if self._closed:
+                raise ProducerClosedError(f"producer {self.producer_id!r} is closed", url=self.url)
+        batch = self._add(message)
         self._request_flush()
         if not self._loop_running:
             await self._drain_here()
@@ -325,6 +366,8 @@ class IdempotentProducer:
             self._finished[(batch.epoch, batch.seq)] = batch
             self._prune_finished()
             batch.done.set()
+            self._buffered -= batch.size
+            self._room.set()
             self._slots.release()
             self._update_idle()
 
@@ -523,7 +566,10 @@ class SyncIdempotentProducer(AbstractContextManager["SyncIdempotentProducer"]):
         return self._producer.next_seq
 
     def append_nowait(self, data: Any) -> None:
-        """Queue ``data`` and return at once (fire and forget)."""
+        """Queue ``data`` and return at once (fire and forget).
+
+        Raises ``anyio.WouldBlock`` when ``max_buffered_bytes`` are held unsent.
+        """
         self._portal.call(self._producer.append_nowait, data)
 
     def append(self, data: Any) -> IdempotentAppendResult:
