@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resumable_streams._protocol.durable import client as core
@@ -26,6 +26,8 @@ from resumable_streams.errors import (
 
 URL = "http://h/v1/stream/s"
 NO_JITTER = core.RetryPolicy(random=lambda: 1.0)
+NO_DEADLINE = settings(deadline=None)
+"""Hypothesis without its per-example time limit: the test machines are shared and slow."""
 
 
 def head(
@@ -40,6 +42,7 @@ def head(
 # -- requests ---------------------------------------------------------------------------------
 
 
+@NO_DEADLINE
 @given(st.dictionaries(st.text("abcxyz_-", min_size=1, max_size=5), st.text(max_size=5)))
 def test_query_params_are_sorted_lexicographically(params: dict[str, str]) -> None:
     url = core.build_url("http://h/s?zz=1&aa=2", params)
@@ -73,6 +76,7 @@ json_values = st.recursive(
 )
 
 
+@NO_DEADLINE
 @given(json_values)
 def test_json_append_is_one_message_never_double_encoded(value: Any) -> None:
     if not isinstance(value, str):  # a top-level str is pre-serialized JSON (see below)
@@ -96,6 +100,7 @@ def test_binary_append_bodies() -> None:
 # -- retry policy -----------------------------------------------------------------------------
 
 
+@NO_DEADLINE
 @given(st.integers(0, 30), st.floats(0, 1))
 def test_backoff_is_capped_and_jittered(attempt: int, r: float) -> None:
     policy = core.RetryPolicy(max_retries=None, initial_delay=0.1, max_delay=5, random=lambda: r)
@@ -264,6 +269,7 @@ def sse_head() -> core.ResponseHead:
     return head(200, ct="text/event-stream")
 
 
+@NO_DEADLINE
 @given(st.lists(st.integers(1, len(SSE_BODY) - 1), unique=True, max_size=6))
 def test_sse_any_chunking_same_events_and_reconnect_from_last_offset(cuts: list[int]) -> None:
     cuts = sorted(cuts)
@@ -411,6 +417,7 @@ def rechunk(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
+@NO_DEADLINE
 @given(
     st.lists(json_values, max_size=30),
     st.integers(1, 64),
@@ -434,6 +441,7 @@ def test_json_body_is_cut_between_messages(
     assert all(len(p) <= max_bytes + longest + 2 * len(sep) + 2 for p in pieces)
 
 
+@NO_DEADLINE
 @given(st.binary(max_size=300), st.integers(1, 50), st.lists(st.integers(0, 300), max_size=10))
 def test_byte_body_is_cut_into_bounded_pieces(body: bytes, max_bytes: int, cuts: list[int]) -> None:
     splitter = core._BodySplitter(max_bytes, json_mode=False)
@@ -558,6 +566,7 @@ def test_take_append_batch() -> None:
     assert batches == [[b"a", b"bb"], [b"c"], [b"d"], [b"e"], [b"ffff"]]
 
 
+@NO_DEADLINE
 @given(st.integers(1, 40), st.lists(st.integers(0, 60), max_size=8))
 def test_non_array_json_with_multibyte_text_survives_any_chunking(
     max_bytes: int, cuts: list[int]
