@@ -12,7 +12,13 @@ The tree::
     │   ├── InvalidChunkError (also TypeError)   a producer yielded something that is not a str
     │   ├── SlowConsumerError                    a resumer fell too far behind; resume from
     │   │                                        ``.position`` (UTF-16 units)
-    │   └── ContextNotRunningError (also RuntimeError)  the context is not running
+    │   ├── ReadCancelledError                   a resumed iterator's read was cancelled: it
+    │   │                                        was released; resume from ``.position``
+    │   ├── StreamInterruptedError               the connection to Redis was lost and no
+    │   │                                        producer answered since: text after
+    │   │                                        ``.position`` may be missing
+    │   ├── ContextNotRunningError (also RuntimeError)  the context is not running
+    │   └── ContextAlreadyRunningError (also RuntimeError)  entered while already running
     ├── TransportError                           SSE / WebSocket transports and their clients
     │   │                                        (``url``, ``position``: where to resume)
     │   ├── TransportProtocolError (also ValueError)  the peer broke the wire protocol
@@ -56,12 +62,14 @@ __all__ = [
     "BadRequestError",
     "ConfigurationError",
     "ContentTypeMismatchError",
+    "ContextAlreadyRunningError",
     "ContextNotRunningError",
     "DurableStreamClientError",
     "DurableStreamError",
     "FetchError",
     "InvalidChunkError",
     "ProducerClosedError",
+    "ReadCancelledError",
     "ReconnectFailedError",
     "RemoteStreamFailedError",
     "RemoteStreamNotFoundError",
@@ -79,6 +87,7 @@ __all__ = [
     "StreamConsumedError",
     "StreamExistsError",
     "StreamGoneError",
+    "StreamInterruptedError",
     "StreamNotFoundError",
     "TransportError",
     "TransportProtocolError",
@@ -142,8 +151,43 @@ class SlowConsumerError(ResumableStreamError):
         self.limit = limit
 
 
+class ReadCancelledError(ResumableStreamError):
+    """A read of a resumed stream was cancelled, so the iterator released its subscription.
+
+    Nothing was lost: resume with ``skip_characters=error.position`` (what was read so far).
+    """
+
+    def __init__(self, stream_id: str, position: int) -> None:
+        super().__init__(
+            f"a read of stream {stream_id!r} was cancelled and the iterator released its "
+            f"subscription; resume with skip_characters={position}"
+        )
+        self.stream_id = stream_id
+        self.position = position
+
+
+class StreamInterruptedError(ResumableStreamError):
+    """The connection to Redis was lost and restored, and no producer answered since.
+
+    Messages published while the connection was down are lost to pub/sub, so the text after
+    ``position`` may be incomplete; the stream is finished or its producer is gone.
+    """
+
+    def __init__(self, stream_id: str, position: int, reason: str) -> None:
+        super().__init__(
+            f"stream {stream_id!r} was interrupted at position {position}: {reason}; "
+            "the text after that position may be missing"
+        )
+        self.stream_id = stream_id
+        self.position = position
+
+
 class ContextNotRunningError(ResumableStreamError, RuntimeError):
     """The resumable-stream context was used outside its running block."""
+
+
+class ContextAlreadyRunningError(ResumableStreamError, RuntimeError):
+    """The resumable-stream context was entered while it was already running."""
 
 
 class TransportError(ResumableStreamsError):
