@@ -8,13 +8,12 @@ import pytest
 import trio
 
 from resumable_streams import ResumableStreamContext
-from resumable_streams._protocol.resumable import utf16_len
 from resumable_streams.errors import RemoteStreamNotFoundError
 from resumable_streams.resumable.producer import MakeStream
 from resumable_streams.testing import TCPProxy
 from resumable_streams.transports import open_resumable_websocket, serve_resumable_websockets
 
-from .test_clients import FAST_RETRY, PRODUCED, Source
+from .test_clients import FAST_RETRY, PRODUCED, Source, read_until_complete
 
 
 @pytest.mark.trio
@@ -48,13 +47,8 @@ async def test_trio_websocket_server_resumes_through_cuts(
                     f"ws://127.0.0.1:{proxy.port}/streams/s", retry=FAST_RETRY
                 )
 
-                async def release() -> None:
-                    while reader.position < utf16_len(PRODUCED):
-                        await trio.sleep(0.01)
-                    source.finish.set()
-
-                nursery.start_soon(release)
-                assert await reader.read_all() == PRODUCED
+                assert await read_until_complete(reader) == PRODUCED
+                source.finish.set()
                 assert reader.reconnects >= 1
                 # Resume-only for other ids; a path the mapping refuses is a 404 handshake.
                 for path, match in [("/streams/other", "other"), ("/elsewhere", "404")]:

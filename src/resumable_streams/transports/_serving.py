@@ -34,6 +34,7 @@ async def open_at(
         return "DONE" if stream is None else stream
     result = await ctx.resume_existing_stream(stream_id, position)
     if result is None:
+        logger.debug("stream %r: finished before a client at %s reconnected", stream_id, position)
         return "DONE"
     return result
 
