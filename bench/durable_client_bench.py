@@ -31,6 +31,7 @@ Implementations: ``ours`` (``resumable_streams.durable``) under trio, under asyn
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -142,6 +143,12 @@ def check_json(items: list[Any], count: int) -> None:
         raise RuntimeError(f"read {len(items)} messages, wrong content (expected {count})")
 
 
+def official_httpx() -> Any:
+    """httpx, the official client's HTTP library (installed with it; untyped here so that
+    type-checking this file does not need the bench extra)."""
+    return importlib.import_module("httpx")
+
+
 # reads --------------------------------------------------------------------------------------
 # Each returns (seconds, messages or bytes read). ``shared``: the caller's HTTP client is
 # passed in (created before the clock starts); otherwise the session creates its own, as a
@@ -169,7 +176,8 @@ def measure(server_pid: int) -> Iterator[list[float]]:
 
 async def read_async(impl: str, url: str, json_mode: bool, shared: bool, pid: int) -> Read:
     import durable_streams
-    import httpx
+
+    httpx = official_httpx()
 
     client: Any = None
     if shared:
@@ -190,7 +198,8 @@ async def read_async(impl: str, url: str, json_mode: bool, shared: bool, pid: in
 
 def read_sync(impl: str, url: str, json_mode: bool, shared: bool, pid: int) -> Read:
     import durable_streams
-    import httpx
+
+    httpx = official_httpx()
 
     client: Any = None
     if shared:
