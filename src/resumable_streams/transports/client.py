@@ -29,7 +29,7 @@ import ssl
 import warnings
 from collections import deque
 from types import TracebackType
-from typing import Final
+from typing import Any, Final, Generic, Self, TypeVar
 
 import anyio
 
@@ -62,6 +62,7 @@ from ..errors import (
 from ._net import DROPPED, Closed, HTTPResponse, Rejected, WebSocketClient, http_get, parse_url
 
 __all__ = [
+    "Reconnecting",
     "ResumingReader",
     "RetryPolicy",
     "open_resumable_sse",
@@ -69,6 +70,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("resumable_streams.transports")
+
+T = TypeVar("T")
 
 DEFAULT_RETRY: Final = RetryPolicy(max_retries=10, initial_delay=0.1, max_delay=5.0)
 
@@ -81,19 +84,19 @@ class _Drop(Exception):
         self.retry_after = retry_after
 
 
-class ResumingReader:
-    """An async iterator of a stream's text that reconnects and resumes by itself.
+class Reconnecting(Generic[T]):
+    """The reconnect loop both kinds of resuming readers share (an async iterator of ``T``).
 
-    :attr:`position` is how far it has read (UTF-16 units): a new reader given
-    ``position=reader.position`` continues there. :attr:`reconnects` counts the connections
-    it had to re-open. Use it as an async context manager (or call :meth:`aclose`).
+    Subclasses connect (saying where to resume), turn what a connection receives into items
+    - :class:`End` ends the iteration - and accept each item (advance their position).
+    :attr:`reconnects` counts the connections re-opened. Use it as an async context manager
+    (or call :meth:`aclose`).
     """
 
     def __init__(
         self,
         url: str,
         *,
-        position: int = 0,
         retry: RetryPolicy = DEFAULT_RETRY,
         connect_timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
@@ -101,10 +104,6 @@ class ResumingReader:
     ) -> None:
         self._open = False
         self._target = parse_url(url, websocket=websocket)
-        try:
-            start = parse_position(position)
-        except TransportProtocolError as exc:
-            raise ConfigurationError(str(exc)) from None
         if not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy, got {retry!r}")
         if isinstance(connect_timeout, bool) or not connect_timeout > 0:
@@ -113,8 +112,7 @@ class ResumingReader:
         self.retry = retry
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
-        self._tracker = ChunkTracker(start or 0)
-        self._pending: deque[Chunk | End] = deque()
+        self._pending: deque[Any] = deque()
         self._failures = 0
         self._connected_once = False
         self._finished = False
@@ -122,22 +120,25 @@ class ResumingReader:
         """How many times a lost connection was re-opened."""
 
     @property
-    def position(self) -> int:
-        """UTF-16 units received so far: where to resume."""
-        return self._tracker.position
-
-    @property
     def finished(self) -> bool:
         """Whether the server said the stream is done (or the reader was closed)."""
         return self._finished
+
+    def _where(self) -> tuple[str, int]:
+        """Where the reader stands, for error messages, and its position (0 if none)."""
+        return "", 0
 
     # -- subclass hooks ---------------------------------------------------------------------
 
     async def _connect(self) -> None:
         raise NotImplementedError
 
-    async def _receive(self) -> list[Chunk | End]:
+    async def _receive(self) -> list[Any]:
         """At least one item from the current connection; raises :class:`_Drop` when lost."""
+        raise NotImplementedError
+
+    def _accept(self, item: Any) -> T:
+        """Advance past ``item`` (checking it continues the stream) and return its value."""
         raise NotImplementedError
 
     async def _disconnect(self) -> None:
@@ -146,11 +147,8 @@ class ResumingReader:
     # -- the loop -------------------------------------------------------------------------
 
     def _error(self, cls: type[TransportError], message: str) -> TransportError:
-        return cls(
-            f"{message} ({self.url}, position {self.position})",
-            url=self.url,
-            position=self.position,
-        )
+        where, position = self._where()
+        return cls(f"{message} ({self.url}{where})", url=self.url, position=position)
 
     async def _reconnect(self, reason: _Drop | None) -> None:
         """Connect, retrying with backoff while the failures are transient."""
@@ -185,10 +183,10 @@ class ResumingReader:
             await self._reconnect(None)
             self._open = True
 
-    def __aiter__(self) -> ResumingReader:
+    def __aiter__(self) -> Reconnecting[T]:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> T:
         while not self._finished:
             if not self._pending:
                 await self._ensure_open()
@@ -207,15 +205,10 @@ class ResumingReader:
                 if item.error is not None:
                     raise self._error(RemoteStreamFailedError, f"the producer failed: {item.error}")
                 break
-            text = self._tracker.accept(item)
+            value = self._accept(item)
             self._failures = 0  # progress: the backoff starts over
-            return text
+            return value
         raise StopAsyncIteration
-
-    async def read_all(self) -> str:
-        """Read to the end of the stream and return the text."""
-        async with self:
-            return "".join([chunk async for chunk in self])
 
     async def aclose(self) -> None:
         """Close the connection; iteration ends (idempotent)."""
@@ -225,7 +218,7 @@ class ResumingReader:
             self._open = False
             await self._disconnect()
 
-    async def __aenter__(self) -> ResumingReader:
+    async def __aenter__(self) -> Self:
         try:
             await self._ensure_open()
         except BaseException:
@@ -250,9 +243,41 @@ class ResumingReader:
             )
 
 
+class ResumingReader(Reconnecting[str]):
+    """An async iterator of a resumable stream's text that reconnects and resumes by itself.
+
+    :attr:`position` is how far it has read (UTF-16 units): a new reader given
+    ``position=reader.position`` continues there.
+    """
+
+    def __init__(self, url: str, *, position: int = 0, **options: Any) -> None:
+        super().__init__(url, **options)
+        try:
+            start = parse_position(position)
+        except TransportProtocolError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._tracker = ChunkTracker(start or 0)
+
+    @property
+    def position(self) -> int:
+        """UTF-16 units received so far: where to resume."""
+        return self._tracker.position
+
+    def _where(self) -> tuple[str, int]:
+        return f", position {self.position}", self.position
+
+    def _accept(self, item: Chunk) -> str:
+        return self._tracker.accept(item)
+
+    async def read_all(self) -> str:
+        """Read to the end of the stream and return the text."""
+        async with self:
+            return "".join([chunk async for chunk in self])
+
+
 class _SSEReader(ResumingReader):
-    def __init__(self, url: str, headers: dict[str, str] | None, **options: object) -> None:
-        super().__init__(url, websocket=False, **options)  # type: ignore[arg-type]
+    def __init__(self, url: str, headers: dict[str, str] | None, **options: Any) -> None:
+        super().__init__(url, websocket=False, **options)
         self._headers = dict(headers or {})
         self._response: HTTPResponse | None = None
         self._decoder = SSEDecoder()
@@ -313,8 +338,8 @@ class _SSEReader(ResumingReader):
 
 
 class _WebSocketReader(ResumingReader):
-    def __init__(self, url: str, **options: object) -> None:
-        super().__init__(url, websocket=True, **options)  # type: ignore[arg-type]
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, websocket=True, **options)
         self._ws: WebSocketClient | None = None
 
     async def _connect(self) -> None:
