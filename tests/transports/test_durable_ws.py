@@ -14,8 +14,16 @@ import httpx2
 import pytest
 
 from resumable_streams.durable.server import create_app
+from resumable_streams.errors import RemoteStreamNotFoundError
 from resumable_streams.storage.open import open_storage
-from resumable_streams.transports import add_durable_websocket
+from resumable_streams.testing import TCPProxy
+from resumable_streams.transports import (
+    DurableMessage,
+    DurableWebSocketReader,
+    RetryPolicy,
+    add_durable_websocket,
+    open_durable_websocket,
+)
 from resumable_streams.transports._net import Closed, WebSocketClient, parse_url
 
 from .support import run_asgi
@@ -71,6 +79,11 @@ class Peer:
         assert isinstance(message, str)
         body: dict[str, Any] = json.loads(message)
         return body
+
+
+async def read_one(reader: DurableWebSocketReader) -> DurableMessage:
+    async with reader:
+        return await reader.__anext__()
 
 
 def unique(name: str) -> str:
@@ -198,3 +211,48 @@ async def test_errors_json_binary_and_producers(engine: dict[str, Any], asgi_ser
                 closed = await peer.recv()
                 assert isinstance(closed, Closed)
                 assert closed.code == 4400
+
+
+async def test_reader_resumes_from_its_offset_through_cuts(
+    engine: dict[str, Any], asgi_server: str
+) -> None:
+    name = unique("cut")
+    pieces = [f"{i}:{'😀' if i % 7 == 0 else 'wörld'}\n" for i in range(200)]
+    policy = RetryPolicy(max_retries=30, initial_delay=0.002, max_delay=0.02)
+    with anyio.fail_after(60):
+        async with serve(engine, asgi_server) as host, httpx2.AsyncClient() as http:
+            url = f"http://{host}/v1/stream/{name}"
+            await http.put(url, headers={"Content-Type": "text/plain"})
+            port = int(host.rsplit(":", 1)[1])
+            async with TCPProxy("127.0.0.1", port) as proxy:
+                proxy.budget = lambda i: 300 + 150 * i if i < 15 else None
+                reader = open_durable_websocket(
+                    f"ws://127.0.0.1:{proxy.port}/v1/stream/{name}", retry=policy
+                )
+                received: list[str] = []
+
+                async def append_all() -> None:
+                    for i, piece in enumerate(pieces):
+                        headers = {"Content-Type": "text/plain"}
+                        if i == len(pieces) - 1:
+                            headers["Stream-Closed"] = "true"
+                        response = await http.post(url, headers=headers, content=piece.encode())
+                        assert response.status_code in (200, 204)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(append_all)
+                    async with reader:
+                        async for message in reader:
+                            assert isinstance(message.data, str)
+                            received.append(message.data)
+                assert "".join(received) == "".join(pieces)
+                assert reader.closed
+                assert reader.reconnects >= 1
+                assert proxy.cuts >= 1
+            # Catch-up only: live=False ends at the tail; a missing stream is an error.
+            tail = open_durable_websocket(f"ws://{host}/v1/stream/{name}", live=False)
+            assert "".join([m.data async for m in tail]) == "".join(pieces)  # type: ignore[misc]
+            await tail.aclose()
+            missing = open_durable_websocket(f"ws://{host}/v1/stream/{unique('none')}")
+            with pytest.raises(RemoteStreamNotFoundError, match="stream not found"):
+                await read_one(missing)

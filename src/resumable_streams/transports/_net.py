@@ -288,7 +288,13 @@ class WebSocketClient:
             await self._stream.send(data)
 
     async def send(self, message: str | bytes) -> None:
-        """Send one text (``str``) or binary (``bytes``) message."""
+        """Send one text (``str``) or binary (``bytes``) message.
+
+        Once the peer has started closing, the message is dropped: the next :meth:`receive`
+        reports the close (with the peer's code and reason).
+        """
+        if self._conn.state is not wsproto.connection.ConnectionState.OPEN:
+            return
         if isinstance(message, str):
             data = self._conn.send(ws_events.TextMessage(data=message))
         else:
