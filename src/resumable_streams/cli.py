@@ -15,24 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._cli import add_client_commands
+from ._cli._common import port_number, positive_float, positive_int, run_reporting
 
 __all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
 
 
 def _default_data_dir() -> str:
@@ -47,20 +34,24 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.storage == "redis" and not args.redis_url:
         print("error: --storage redis needs --redis-url", file=sys.stderr)
         return 2
-    serve(
-        host=args.host,
-        port=args.port,
-        storage=args.storage,
-        data_dir=args.data_dir,
-        redis_url=args.redis_url,
-        long_poll_timeout=args.long_poll_timeout,
-        sse_reconnect_interval=args.sse_reconnect_interval,
-        max_body_size=args.max_body_size,
-        backend=args.backend,
-        cache_control=args.cache_control or DEFAULT_CACHE_CONTROL,
-        http=args.http,
-    )
-    return 0
+
+    def run() -> int:
+        serve(
+            host=args.host,
+            port=args.port,
+            storage=args.storage,
+            data_dir=args.data_dir,
+            redis_url=args.redis_url,
+            long_poll_timeout=args.long_poll_timeout,
+            sse_reconnect_interval=args.sse_reconnect_interval,
+            max_body_size=args.max_body_size,
+            backend=args.backend,
+            cache_control=args.cache_control or DEFAULT_CACHE_CONTROL,
+            http=args.http,
+        )
+        return 0
+
+    return run_reporting(run, os_error_context=f"cannot listen on {args.host}:{args.port}")
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,7 +69,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Serve Durable Streams at http://HOST:PORT/v1/stream/<path>.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=4437, help="TCP port (default 4437)")
+    parser.add_argument(
+        "--port", type=port_number, default=4437, help="TCP port (default 4437; 0 = any free)"
+    )
     parser.add_argument(
         "--storage",
         choices=["memory", "sqlite", "redis"],
@@ -93,19 +86,19 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--redis-url", default=None, help="redis:// URL for --storage redis")
     parser.add_argument(
         "--long-poll-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="seconds a long-poll waits before 204 (default 30)",
     )
     parser.add_argument(
         "--sse-reconnect-interval",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         help="seconds after which an SSE response is closed for the client to reconnect",
     )
     parser.add_argument(
         "--max-body-size",
-        type=_positive_int,
+        type=positive_int,
         default=64 * 1024 * 1024,
         help="largest PUT/POST body in bytes (default 64 MiB; larger gets 413)",
     )
@@ -157,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not debug:
-        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        for noisy in ("httpx2", "coredis"):  # per-request / per-retry INFO lines
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     handler: Handler = args.handler
     return handler(args)
 

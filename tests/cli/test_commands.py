@@ -281,7 +281,11 @@ def test_bad_input_exits_2(url: str) -> None:
     for args, needle in (
         (["head", "ftp://example.com/x"], "is not a stream URL"),
         (["head", url, "-H", "no colon"], "bad header 'no colon'"),
-        (["create", url, "--ttl", "-5"], "must be a whole number of seconds"),
+        (["create", url, "--ttl", "-5"], "must be an integer > 0, got '-5'"),
+        (["append", url, "--linger-ms", "-5"], "must be a finite number >= 0, got '-5'"),
+        (["append", url, "--linger-ms", "nan"], "must be a finite number >= 0, got 'nan'"),
+        (["append", url, "--epoch", "-3"], "must be an integer >= 0, got '-3'"),
+        (["append", url, "--timeout", "inf"], "must be a finite number > 0"),
         (["append", url, "--chunk-size", "0"], "must be an integer > 0"),
         (["tail", url, "--live", "websocket"], "invalid choice"),
         (["head", url, "--bogus"], "unrecognized arguments: --bogus"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ import httpx2
 
 from .._protocol.durable.client import RetryPolicy
 from ..errors import (
+    BackendUnavailableError,
     DurableStreamClientError,
     FetchError,
     RetentionGoneError,
@@ -50,9 +52,15 @@ __all__ = [
     "CommandError",
     "Progress",
     "add_common_arguments",
+    "non_negative_float",
+    "non_negative_int",
     "parse_headers",
+    "port_number",
+    "positive_float",
+    "positive_int",
     "retry_policy",
     "run_async",
+    "run_reporting",
 ]
 
 EXIT_OK: Final = 0
@@ -82,24 +90,46 @@ def stream_url(text: str) -> str:
     return text
 
 
-def _non_negative_int(text: str) -> int:
+def _number(
+    text: str, convert: Callable[[str], float], ok: Callable[[float], bool], want: str
+) -> Any:
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+        value = math.nan
+    if (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+def non_negative_int(text: str) -> int:
+    """For argparse: an integer >= 0 (else a usage error naming the value)."""
+    result: int = _number(text, int, lambda v: v >= 0, "an integer >= 0")
+    return result
+
+
+def positive_int(text: str) -> int:
+    """For argparse: an integer > 0 (else a usage error naming the value)."""
+    result: int = _number(text, int, lambda v: v > 0, "an integer > 0")
+    return result
+
+
+def positive_float(text: str) -> float:
+    """For argparse: a finite number > 0 (``nan``/``inf`` are usage errors too)."""
+    result: float = _number(text, float, lambda v: v > 0, "a finite number > 0")
+    return result
+
+
+def non_negative_float(text: str) -> float:
+    """For argparse: a finite number >= 0 (``nan``/``inf`` are usage errors too)."""
+    result: float = _number(text, float, lambda v: v >= 0, "a finite number >= 0")
+    return result
+
+
+def port_number(text: str) -> int:
+    """For argparse: a TCP port, 0-65535 (0 = any free port)."""
+    result: int = _number(text, int, lambda v: 0 <= v <= 65535, "a TCP port 0-65535")
+    return result
 
 
 def add_common_arguments(
@@ -117,13 +147,13 @@ def add_common_arguments(
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="seconds to wait for the server on each request (default 30)",
     )
     parser.add_argument(
         "--retries",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=retries,
         help="retries of network errors, 5xx and 429 with backoff "
         + ("(default: forever)" if retries is None else f"(default {retries})"),
@@ -208,28 +238,58 @@ def run_async(
 
     ``on_interrupt()`` may return a hint printed after Ctrl-C (e.g. the offset to resume at).
     """
+    return run_reporting(lambda: anyio.run(main, backend="trio"), on_interrupt=on_interrupt)
+
+
+def run_reporting(
+    run: Callable[[], int],
+    *,
+    on_interrupt: Callable[[], str | None] | None = None,
+    os_error_context: str | None = None,
+) -> int:
+    """Call ``run()``; turn known failures (also inside exception groups) into exit codes.
+
+    Each becomes one ``error: ...`` line on stderr: :class:`CommandError`, client errors (see
+    :func:`describe`), an unreachable backend (exit 5) and ``OSError`` (exit 1; one without a
+    file name is prefixed with ``os_error_context``, e.g. ``cannot listen on HOST:PORT``).
+    Anything else is a bug and keeps its traceback.
+    """
     try:
-        return anyio.run(main, backend="trio")
+        return run()
     except KeyboardInterrupt:
-        hint = on_interrupt() if on_interrupt is not None else None
-        print(f"\ninterrupted{'; ' + hint if hint else ''}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(on_interrupt)
     except BaseException as exc:
         for leaf in _leaves(exc):
             if isinstance(leaf, KeyboardInterrupt):
-                hint = on_interrupt() if on_interrupt is not None else None
-                print(f"\ninterrupted{'; ' + hint if hint else ''}", file=sys.stderr)
-                return EXIT_INTERRUPTED
-            if isinstance(leaf, CommandError):
-                print(f"error: {leaf}", file=sys.stderr)
-                return leaf.code
-            if isinstance(leaf, DurableStreamClientError):
-                message, code = describe(leaf)
-                print(f"error: {message}", file=sys.stderr)
-                return code
+                return _interrupted(on_interrupt)
             if isinstance(leaf, BrokenPipeError):
                 return _broken_pipe()
+            found = _explain(leaf, os_error_context)
+            if found is not None:
+                message, code = found
+                print(f"error: {message}", file=sys.stderr)
+                return code
         raise
+
+
+def _interrupted(on_interrupt: Callable[[], str | None] | None) -> int:
+    hint = on_interrupt() if on_interrupt is not None else None
+    print(f"\ninterrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _explain(leaf: BaseException, os_error_context: str | None) -> tuple[str, int] | None:
+    if isinstance(leaf, CommandError):
+        return str(leaf), leaf.code
+    if isinstance(leaf, DurableStreamClientError):
+        return describe(leaf)
+    if isinstance(leaf, BackendUnavailableError):
+        return str(leaf), EXIT_UNREACHABLE
+    if isinstance(leaf, OSError):
+        if leaf.filename is None and os_error_context:
+            return f"{os_error_context}: {leaf}", EXIT_ERROR
+        return str(leaf), EXIT_ERROR
+    return None
 
 
 def _broken_pipe() -> int:

@@ -30,7 +30,10 @@ from ._common import (
     Progress,
     add_common_arguments,
     http_timeout,
+    non_negative_float,
+    non_negative_int,
     parse_headers,
+    positive_int,
     retry_policy,
     run_async,
 )
@@ -38,16 +41,6 @@ from ._common import (
 __all__ = ["LineSplitter", "add_parser"]
 
 _READ_SIZE = 64 * 1024
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be an integer > 0, got {text!r}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="non-JSON stdin: messages of up to N bytes as they arrive, instead of lines",
     )
@@ -84,7 +77,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="producer id (default: a random cli-... id); reuse it with --epoch/--auto-claim",
     )
-    parser.add_argument("--epoch", type=int, default=0, help="producer epoch (default 0)")
+    parser.add_argument(
+        "--epoch", type=non_negative_int, default=0, help="producer epoch (default 0)"
+    )
     parser.add_argument(
         "--auto-claim",
         action="store_true",
@@ -92,19 +87,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument(
         "--linger-ms",
-        type=float,
+        type=non_negative_float,
         default=5.0,
         help="wait this long to fill a batch (default 5)",
     )
     parser.add_argument(
         "--max-batch-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=1024 * 1024,
         help="largest batch, and largest line (default 1 MiB)",
     )
     parser.add_argument(
         "--window",
-        type=_positive_int,
+        type=positive_int,
         default=8 * 1024 * 1024,
         help="bytes appended but not yet acknowledged before waiting (default 8 MiB)",
     )

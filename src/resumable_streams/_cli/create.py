@@ -13,21 +13,12 @@ from ._common import (
     add_common_arguments,
     http_timeout,
     parse_headers,
+    positive_int,
     retry_policy,
     run_async,
 )
 
 __all__ = ["add_parser"]
-
-
-def _ttl(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of seconds > 0, got {text!r}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,7 +40,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     expiry = parser.add_mutually_exclusive_group()
     expiry.add_argument(
-        "--ttl", type=_ttl, default=None, help="seconds without reads or writes before it expires"
+        "--ttl",
+        type=positive_int,
+        default=None,
+        help="seconds without reads or writes before it expires",
     )
     expiry.add_argument(
         "--expires-at",

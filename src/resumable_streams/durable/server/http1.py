@@ -579,9 +579,13 @@ async def _lifespan(
     state: dict[str, Any],
     started: anyio.Event,
     stop: anyio.Event,
-    failure: list[str],
+    failure: list[str | Exception],
 ) -> None:
-    """Drive the ASGI lifespan protocol: startup, wait for ``stop``, shutdown."""
+    """Drive the ASGI lifespan protocol: startup, wait for ``stop``, shutdown.
+
+    A failed startup leaves its message in ``failure``, then the app's own exception if it
+    raised one (``started`` is set once the app has returned or raised).
+    """
     queue: list[Message] = [{"type": "lifespan.startup"}]
     wake = anyio.Event()
 
@@ -596,7 +600,7 @@ async def _lifespan(
         kind = message["type"]
         if kind == "lifespan.startup.failed":
             failure.append(str(message.get("message") or "startup failed"))
-        if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
+        if kind == "lifespan.startup.complete":
             started.set()
 
     async def shutdown_when_stopped() -> None:
@@ -609,8 +613,10 @@ async def _lifespan(
         tg.start_soon(shutdown_when_stopped)
         try:
             await app(scope, receive, send)
-        except Exception:
-            if not started.is_set():  # an app without lifespan support: serve it anyway
+        except Exception as exc:
+            if failure and not started.is_set():  # startup failed: serve_http1 raises exc
+                failure.append(exc)
+            elif not started.is_set():  # an app without lifespan support: serve it anyway
                 logger.debug("ASGI app does not support lifespan", exc_info=True)
             elif not failure:
                 logger.exception("ASGI lifespan shutdown failed")
@@ -638,12 +644,14 @@ async def serve_http1(
     state: dict[str, Any] = {}
     started = anyio.Event()
     stop_lifespan = anyio.Event()
-    failure: list[str] = []
+    failure: list[str | Exception] = []
     async with anyio.create_task_group() as outer:
         outer.start_soon(_lifespan, app, state, started, stop_lifespan, failure)
         await started.wait()
         if failure:
             stop_lifespan.set()
+            if isinstance(failure[-1], Exception):
+                raise failure[-1]  # the app's own error, e.g. its storage cannot be opened
             raise RuntimeError(f"ASGI lifespan startup failed: {failure[0]}")
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
         bound = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,12 +33,19 @@ async def _watch_signals(stop: anyio.Event) -> None:
             return
 
 
-async def _serve_builtin(app: Any, host: str, port: int) -> None:
+async def _serve_builtin(app: Any, host: str, port: int, about: str) -> None:
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, stop)
-        await serve_http1(app, host, port, shutdown_trigger=stop.wait)
-        tg.cancel_scope.cancel()
+        bound = await tg.start(partial(serve_http1, app, host, port, shutdown_trigger=stop.wait))
+        _log_bound(bound, about)
+    # serve_http1 returns once `stop` is set, and the signal watcher returns after setting it.
+
+
+def _log_bound(bound: list[tuple[str, int]], about: str) -> None:
+    """Log the addresses actually bound: the real port for port 0, every address of a name."""
+    urls = ", ".join(f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}" for h, p in bound)
+    logger.info("Durable Streams server on %s (%s)", urls, about)
 
 
 async def _serve_async(app: Any, config: Any, backend: str) -> None:
@@ -90,23 +98,25 @@ def serve(
         cache_control=cache_control,
     )
     add_inspector(app)  # the inspector page at /
-    logger.info(
-        "Durable Streams server on http://%s:%d (storage: %s, %s on %s)",
-        host,
-        port,
-        storage,
-        http,
-        backend,
-    )
+    about = f"storage: {storage}, {http} on {backend}"
     if http == "builtin":
-        anyio.run(_serve_builtin, app, host, port, backend=backend)
+        anyio.run(_serve_builtin, app, host, port, about, backend=backend)
         return
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    # Bind and listen with hypercorn's own code, but here: a busy port fails before any event
+    # loop runs (hypercorn on asyncio leaves its lifespan task behind otherwise), and the log
+    # below names the real address, already accepting. hypercorn takes them over as fd://.
+    sockets = config.create_sockets().insecure_sockets
+    for sock in sockets:
+        sock.listen(config.backlog)
+    bound = [(str(sock.getsockname()[0]), int(sock.getsockname()[1])) for sock in sockets]
+    config.bind = [f"fd://{sock.detach()}" for sock in sockets]
+    _log_bound(bound, about)
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our logging config, once
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = 75.0
     anyio.run(_serve_async, app, config, backend, backend=backend)
