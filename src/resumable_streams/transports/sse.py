@@ -142,9 +142,16 @@ class ResumableSSEResponse(Response):
         await PlainTextResponse(reason, status, out)(scope, receive, send)
 
     async def _stream(self, stream: ResumableStream, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+        except OSError:  # the client left before the stream was open
+            return
         conn = _Connection(receive, send, self.heartbeat)
         async with anyio.create_task_group() as tg:
             conn.scope = tg.cancel_scope
