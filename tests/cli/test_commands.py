@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import MutableMapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -308,7 +309,7 @@ def test_headers_are_sent() -> None:
     seen: list[tuple[str, dict[str, str]]] = []
     app = create_app("memory")
 
-    async def recorder(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def recorder(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             seen.append((scope["method"], headers))
