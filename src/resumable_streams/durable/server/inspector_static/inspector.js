@@ -198,7 +198,10 @@
     return { text: data, size: new TextEncoder().encode(data).length };
   }
 
-  function addRow(from, to, text, cls) {
+  // One row per batch: the data events up to a control event share one offset range (the
+  // protocol gives no offsets inside a batch), so the range is shown once, with each event's
+  // text on its own line. A note row has from === null and one text.
+  function addRow(from, to, texts, cls) {
     const list = $("tail");
     const item = document.createElement("li");
     if (cls) item.className = cls;
@@ -208,13 +211,17 @@
       const range = document.createElement("span");
       range.className = "range";
       range.textContent = `${shortOffset(from)} → ${shortOffset(to)}`;
-      range.title = `${from} → ${to}`;
+      range.title = `${from} → ${to}` + (texts.length > 1 ? ` (${texts.length} events)` : "");
       item.appendChild(range);
     }
-    const data = document.createElement("span");
-    data.className = "data";
-    data.textContent = text;
-    item.appendChild(data);
+    const batch = document.createElement("div");
+    for (const text of texts) {
+      const data = document.createElement("span");
+      data.className = "data";
+      data.textContent = text;
+      batch.appendChild(data);
+    }
+    item.appendChild(batch);
     const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
     list.appendChild(item);
     while (list.childElementCount > MAX_ROWS) list.firstElementChild.remove();
@@ -233,12 +240,14 @@
     es.addEventListener("control", (event) => {
       const control = JSON.parse(event.data);
       const next = control.streamNextOffset;
+      const texts = [];
       for (const data of tail.pending) {
         const { text, size } = decode(data);
-        addRow(tail.offset, next, text);
+        texts.push(text);
         tail.events += 1;
         tail.bytes += size;
       }
+      if (texts.length) addRow(tail.offset, next, texts);
       tail.pending = [];
       if (next) tail.offset = next;
       tail.retries = 0;
@@ -258,14 +267,14 @@
       if (tail.closed || tail.name !== name) return;
       if (listed && !streams.has(name)) {
         setStatus($("tail-status"), "stream not found (deleted or expired?)", "bad");
-        addRow(null, null, `stopped: ${name} is no longer listed`, "note");
+        addRow(null, null, [`stopped: ${name} is no longer listed`], "note");
         return;
       }
       const delay = Math.min(5000, 250 * 2 ** tail.retries);
       tail.retries += 1;
       setStatus($("tail-status"), `connection lost, resuming from ${shortOffset(tail.offset)}`, "bad");
       if (tail.retries === 2) {
-        addRow(null, null, `connection lost; resuming from offset ${tail.offset}`, "note");
+        addRow(null, null, [`connection lost; resuming from offset ${tail.offset}`], "note");
       }
       tail.timer = setTimeout(openTail, delay);
     });
