@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -68,27 +69,58 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 class _ConnectionNotes(httpx2.AsyncBaseTransport):
-    """Says on stderr when the server cannot be reached, and when it is reached again."""
+    """Says on stderr when a connection is lost, and when a response arrives again.
+
+    Lost means a transport error while connecting or sending, or while reading a response's
+    body (a long-poll or SSE response cut mid-way), so a drop resumed by the very first retry
+    is reported as well as one that takes many.
+    """
 
     def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self._inner = inner
         self.down = False
 
+    def lost(self, request: httpx2.Request, exc: httpx2.TransportError) -> None:
+        """Note a lost connection (once until the next response)."""
+        if not self.down:
+            self.down = True
+            where = f"{request.url.host}:{request.url.port}"
+            print(f"tail: lost {where} ({exc or type(exc).__name__}); retrying", file=sys.stderr)
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
             response = await self._inner.handle_async_request(request)
         except httpx2.TransportError as exc:
-            if not self.down:
-                self.down = True
-                where = f"{request.url.host}:{request.url.port}"
-                print(
-                    f"tail: lost {where} ({exc or type(exc).__name__}); retrying", file=sys.stderr
-                )
+            self.lost(request, exc)
             raise
         if self.down:
             self.down = False
             print("tail: reconnected", file=sys.stderr)
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = _NotedBody(response.stream, self, request)
         return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _NotedBody(httpx2.AsyncByteStream):
+    """A response body that reports a transport error to :class:`_ConnectionNotes`."""
+
+    def __init__(
+        self, inner: httpx2.AsyncByteStream, notes: _ConnectionNotes, request: httpx2.Request
+    ) -> None:
+        self._inner = inner
+        self._notes = notes
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx2.TransportError as exc:
+            self._notes.lost(self._request, exc)
+            raise
 
     async def aclose(self) -> None:
         await self._inner.aclose()
