@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -10,8 +11,14 @@ from resumable_streams import (
     ConfigurationError,
     ResumableStream,
     create_resumable_stream_context,
+    open_resumable_stream_context,
 )
-from resumable_streams.errors import ContextNotRunningError, InvalidChunkError
+from resumable_streams.backends.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
+from resumable_streams.errors import (
+    ContextNotRunningError,
+    InvalidChunkError,
+    ReadCancelledError,
+)
 
 from .conftest import MakeCtx, chunks_source
 
@@ -200,10 +207,16 @@ async def test_cancelled_resumer_frees_subscription_and_loses_nothing(make_ctx: 
         resumer = await ctx.resume_existing_stream("s")
         assert isinstance(resumer, ResumableStream)
         assert await resumer.__anext__() == "ab"
+        channel = resumer._channel  # type: ignore[attr-defined]
+        assert ctx.mux.listener_count(channel) == 1
         with anyio.move_on_after(0.05):
             await resumer.__anext__()
         assert resumer.closed
-        assert ctx.mux.listener_count(ctx.keys.chunk("x")) == 0
+        assert ctx.mux.listener_count(channel) == 0  # freed at once
+        # Reading on is an error that says where to resume - not a silent end.
+        with pytest.raises(ReadCancelledError, match="skip_characters=2") as info:
+            await resumer.__anext__()
+        assert info.value.position == 2
         again = await ctx.resume_existing_stream("s", skip_characters=resumer.position)
         gate.set()
         assert await read_all(again) == "cd"
@@ -282,3 +295,70 @@ async def test_not_running_and_missing_url(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("KV_URL", "memory://kv")
     async with create_resumable_stream_context() as kv:
         assert await kv.has_existing_stream("s") is None
+
+
+async def test_an_abandoned_resumer_frees_its_subscription(make_ctx: MakeCtx) -> None:
+    """A resumed iterator dropped without aclose(): collected, it warns and unsubscribes."""
+    async with make_ctx() as ctx:
+        gate = anyio.Event()
+        producer = await ctx.resumable_stream("s", lambda: gated_gen(["a"], ["b"], gate))
+        assert isinstance(producer, ResumableStream)
+        resumer = await ctx.resume_existing_stream("s")
+        assert isinstance(resumer, ResumableStream)
+        channel = resumer._channel  # type: ignore[attr-defined]
+        assert await resumer.__anext__() == "a"
+        with pytest.warns(ResourceWarning, match="was not closed"):
+            del resumer  # no reference cycle holds it: collected here
+        with anyio.fail_after(5):
+            while ctx.mux.listener_count(channel):
+                await anyio.sleep(0.01)
+        gate.set()
+        assert await read_all(producer) == "ab"
+
+
+def gated_gen(first: list[str], rest: list[str], gate: anyio.Event) -> AsyncIterator[str]:
+    async def gen() -> AsyncIterator[str]:
+        for chunk in first:
+            yield chunk
+        await gate.wait()
+        for chunk in rest:
+            yield chunk
+
+    return gen()
+
+
+class RecordingBackend(MemoryPublisher, MemorySubscriber):
+    """A memory backend that records the order of SET / INCR / SUBSCRIBE."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        MemoryPublisher.__init__(self, broker)
+        MemorySubscriber.__init__(self, broker)
+        self.calls: list[str] = []
+
+    async def set(self, key: str, value: str, *, ex: int | None = None) -> None:
+        self.calls.append(f"SET {key.rsplit(':', 2)[-2]}")
+        await MemoryPublisher.set(self, key, value, ex=ex)
+
+    async def incr(self, key: str) -> int:
+        self.calls.append(f"INCR {key.rsplit(':', 2)[-2]}")
+        return await MemoryPublisher.incr(self, key)
+
+    async def subscribe(self, channel: str, callback: Any) -> None:
+        self.calls.append(f"SUBSCRIBE {channel.rsplit(':', 2)[-2]}")
+        await MemorySubscriber.subscribe(self, channel, callback)
+
+
+@pytest.mark.parametrize("api", ["idempotent", "explicit"])
+async def test_request_channel_is_subscribed_before_the_sentinel_is_set(api: str) -> None:
+    """Upstream #41: a resumer that sees the sentinel must find the producer listening."""
+    backend = RecordingBackend(MemoryBroker())
+    async with open_resumable_stream_context(publisher=backend, subscriber=backend) as ctx:
+        if api == "idempotent":
+            stream = await ctx.resumable_stream("s", chunks_source(CHUNKS))
+        else:
+            stream = await ctx.create_new_resumable_stream("s", chunks_source(CHUNKS))
+        assert await read_all(stream) == TEXT
+    first_sentinel_write = next(
+        i for i, call in enumerate(backend.calls) if call in ("SET sentinel", "INCR sentinel")
+    )
+    assert "SUBSCRIBE request" in backend.calls[:first_sentinel_write]

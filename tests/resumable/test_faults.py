@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import coredis
 import pytest
 
@@ -18,7 +19,7 @@ from resumable_streams import (
 from resumable_streams.errors import BackendUnavailableError, SlowConsumerError
 from resumable_streams.testing import RedisServer, free_port
 
-from .conftest import MakeCtx, chunks_source
+from .conftest import MakeCtx, chunks_source, coredis_reconnect_litter
 
 pytestmark = pytest.mark.anyio
 
@@ -217,3 +218,85 @@ async def test_redis_restart_mid_stream(private_redis: RedisServer, key_prefix: 
         with anyio.fail_after(20):
             while await ctx.has_existing_stream("s") != "DONE":
                 await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+async def test_redis_restart_loses_nothing_for_a_resumer_that_stays(
+    private_redis: RedisServer, key_prefix: str, restarts: int
+) -> None:
+    """A resumer in another context stays connected across Redis restarts: it re-synchronizes
+    from its position when its subscription comes back, and gets every chunk exactly once."""
+    chunks = [f"<{i}>" for i in range(60)]
+    options = {"redis_url": private_redis.url, "key_prefix": key_prefix, "publish_timeout": 15}
+    with anyio.fail_after(60), coredis_reconnect_litter():
+        async with (
+            open_resumable_stream_context(**options) as producer_ctx,  # type: ignore[arg-type]
+            open_resumable_stream_context(**options) as resumer_ctx,  # type: ignore[arg-type]
+        ):
+            produced = await producer_ctx.resumable_stream("s", chunks_source(chunks, delay=0.03))
+            assert isinstance(produced, ResumableStream)
+            resumer = await resumer_ctx.resume_existing_stream("s")
+            assert isinstance(resumer, ResumableStream)
+            text = await resumer.__anext__()
+            for _ in range(restarts):
+                await anyio.to_thread.run_sync(private_redis.restart)
+                text += await resumer.__anext__()
+            text += await resumer.read_all()
+            assert text == "".join(chunks)
+            assert await read_all(produced) == "".join(chunks)
+
+
+async def test_cancelled_context_mid_publish_leaves_no_gap(redis_url: str, key_prefix: str) -> None:
+    """The producer's context is cancelled while a batch is being published: the batch is
+    published whole (shielded), so the other context's resumer gets a gap-free prefix."""
+    options = {"redis_url": redis_url, "key_prefix": key_prefix}
+    with anyio.fail_after(30):
+        async with open_resumable_stream_context(**options) as resumer_ctx:
+            with anyio.CancelScope() as outer:
+                async with open_resumable_stream_context(**options) as ctx:
+
+                    async def numbers() -> AsyncIterator[str]:
+                        for i in range(10**6):
+                            yield f"{i},"
+                            if i % 50 == 0:
+                                await anyio.lowlevel.checkpoint()
+
+                    produced = await ctx.resumable_stream("s", numbers)
+                    assert isinstance(produced, ResumableStream)
+                    resumer = await resumer_ctx.resume_existing_stream("s")
+                    assert isinstance(resumer, ResumableStream)
+                    await anyio.sleep(0.2)
+                    outer.cancel()
+            text = await read_all(resumer)
+            count = text.count(",")
+            assert count > 0
+            assert text == "".join(f"{i}," for i in range(count))
+
+
+async def test_a_replay_larger_than_redis_pubsub_buffer_limit(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A 40 Mi-character replay goes out in 1 Mi messages and 4 Mi pipelines; should Redis
+    still cut the resumer off (its 32 MB pub/sub output-buffer limit), the resumer
+    re-synchronizes from its position: it gets every character exactly once."""
+    options = {"redis_url": redis_url, "key_prefix": key_prefix, "ack_timeout": 10}
+    block = "x" * (1 << 20)
+    gate = anyio.Event()
+    with anyio.fail_after(120):
+        async with (
+            open_resumable_stream_context(**options) as ctx,  # type: ignore[arg-type]
+            open_resumable_stream_context(**options) as resumer_ctx,  # type: ignore[arg-type]
+        ):
+            produced = await ctx.resumable_stream("big", lambda: gated([block] * 40, ["end"], gate))
+            assert isinstance(produced, ResumableStream)
+            while produced.position < 40 << 20:
+                await produced.__anext__()
+            resumer = await resumer_ctx.resume_existing_stream("big")
+            assert isinstance(resumer, ResumableStream)
+            text = ""
+            while len(text) < 40 << 20:  # the replay (re-synchronized if Redis cut us off)
+                text += await resumer.__anext__()
+            gate.set()
+            text += await resumer.read_all()
+            assert len(text) == (40 << 20) + 3
+            assert text.endswith("xend")

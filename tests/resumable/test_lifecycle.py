@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from resumable_streams import (
     open_resumable_stream_context,
 )
 from resumable_streams.backends.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
+from resumable_streams.errors import ContextAlreadyRunningError
 from tests.resumable.conftest import MakeCtx
 
 
@@ -156,3 +158,106 @@ async def test_context_cancelled_from_outside_finishes_streams(make_ctx: MakeCtx
             count = text.count(",")
             assert count >= 1
             assert text == "".join(f"{i}," for i in range(count))
+
+
+@pytest.mark.anyio
+async def test_entering_a_running_context_again_is_refused() -> None:
+    ctx = open_resumable_stream_context(redis_url=f"memory://{uuid.uuid4()}")
+    async with ctx:
+        with pytest.raises(ContextAlreadyRunningError, match="already running"):
+            await ctx.__aenter__()
+        assert ctx.running
+        stream = await ctx.resumable_stream("s", lambda: numbers(2))
+        assert isinstance(stream, ResumableStream)
+        assert await stream.read_all() == "0,1,"
+    assert not ctx.running
+
+
+@pytest.mark.anyio
+async def test_connecting_can_be_cancelled() -> None:
+    """A server that accepts TCP but never answers: the caller's timeout still works."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        with anyio.fail_after(10), anyio.move_on_after(0.5) as scope:
+            async with open_resumable_stream_context(redis_url=f"redis://127.0.0.1:{port}"):
+                pytest.fail("connected to a silent server")  # pragma: no cover
+        assert scope.cancelled_caught
+
+
+@pytest.mark.anyio
+async def test_an_error_while_being_cancelled_is_not_wrapped_in_a_group() -> None:
+    async def block_whose_cleanup_fails() -> None:
+        with anyio.move_on_after(0.1):
+            async with open_resumable_stream_context(redis_url=f"memory://{uuid.uuid4()}"):
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    raise ValueError("cleanup failed")
+
+    with pytest.raises(ValueError, match="cleanup failed"):
+        await block_whose_cleanup_fails()
+
+
+@pytest.mark.anyio
+async def test_producer_in_an_enclosing_task_group_finishes_before_the_context_closes(
+    make_ctx: MakeCtx,
+) -> None:
+    """``task_group=`` a group that outlives the context: the context waits for (then would
+    cancel) such producers while its connections are still open, so the stream ends DONE."""
+
+    async def slow() -> AsyncIterator[str]:
+        for i in range(3):
+            yield f"{i},"
+            await anyio.sleep(0.05)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            async with make_ctx() as ctx:
+                stream = await ctx.resumable_stream("s", slow, task_group=tg)
+                assert isinstance(stream, ResumableStream)
+            async with make_ctx() as observer:
+                assert await observer.has_existing_stream("s") == "DONE"
+            assert await stream.read_all() == "0,1,2,"
+
+
+@pytest.mark.anyio
+async def test_cancelled_after_the_source_ended_still_publishes_the_tail() -> None:
+    """The source finished; its last batch (tail + DONE) is being published when the context
+    is cancelled: the batch still goes out, so a resumer gets the whole text, promptly."""
+    broker = MemoryBroker()
+    slow = anyio.Event()
+
+    class SlowPublisher(MemoryPublisher):
+        async def publish_many(self, items: list[tuple[str, str]]) -> list[int]:
+            if slow.is_set():
+                await anyio.sleep(0.3)
+            return await super().publish_many(items)
+
+    gate = anyio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield "a"
+        await gate.wait()
+        yield "b"
+        yield "c"
+
+    with anyio.fail_after(10):
+        async with open_resumable_stream_context(
+            publisher=MemoryPublisher(broker), subscriber=MemorySubscriber(broker)
+        ) as observer:
+            with anyio.CancelScope() as outer:
+                async with open_resumable_stream_context(
+                    publisher=SlowPublisher(broker), subscriber=MemorySubscriber(broker)
+                ) as ctx:
+                    await ctx.resumable_stream("s", source)
+                    resumed = await observer.resume_existing_stream("s")
+                    assert isinstance(resumed, ResumableStream)
+                    assert await resumed.__anext__() == "a"
+                    slow.set()
+                    gate.set()
+                    await anyio.sleep(0.1)  # the source is done; "bc" + DONE in flight
+                    outer.cancel()
+                    await anyio.sleep_forever()
+            assert isinstance(resumed, ResumableStream)
+            with anyio.fail_after(2):  # well before the 10 s DONE watchdog
+                assert await resumed.read_all() == "bc"

@@ -4,6 +4,10 @@ Backends speak the seed's ``subscribe(channel, callback)`` / ``unsubscribe(chann
 allow one callback per channel. :class:`ChannelMux` keeps any number of listeners per channel
 and subscribes the backend only while a channel has at least one, so two producers or
 resumers in one process never steal each other's subscription.
+
+Backends that can tell when a lost connection was restored (``on_resubscribe``, see
+:class:`~resumable_streams.backends.Subscriber`) let a channel's watchers know: messages
+published to it meanwhile were lost, and they re-synchronize.
 """
 
 from __future__ import annotations
@@ -40,6 +44,29 @@ class ChannelMux:
     def __init__(self, subscriber: Subscriber) -> None:
         self.subscriber = subscriber
         self._channels: dict[str, _Channel] = {}
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
+        hook = getattr(subscriber, "on_resubscribe", None)
+        if hook is not None:
+            hook(self._resubscribed)
+
+    def watch_reconnect(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when ``channel``'s subscription is restored after a lost connection."""
+        self._watchers.setdefault(channel, set()).add(callback)
+
+    def unwatch_reconnect(self, channel: str, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback`` for ``channel`` (idempotent)."""
+        watchers = self._watchers.get(channel)
+        if watchers is not None:
+            watchers.discard(callback)
+            if not watchers:
+                del self._watchers[channel]
+
+    def _resubscribed(self, channel: str) -> None:
+        for callback in tuple(self._watchers.get(channel, ())):
+            try:
+                callback()
+            except Exception:
+                logger.exception("reconnect watcher of channel %r failed", channel)
 
     def listener_count(self, channel: str) -> int:
         """How many in-process listeners ``channel`` has."""

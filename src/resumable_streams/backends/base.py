@@ -52,7 +52,10 @@ class Subscriber(Protocol):
     """A Redis-like pub/sub client (the seed's ``Subscriber``).
 
     ``subscribe`` must return only once the subscription is active (Redis confirmed it), so
-    that a message published afterwards is received.
+    that a message published afterwards is received. Optionally, ``on_resubscribe(callback)``
+    registers ``callback(channel)`` for when a subscription was restored after a lost
+    connection (messages published meanwhile were lost): resumers then re-synchronize at
+    once instead of at their next watchdog check.
     """
 
     async def connect(self) -> Any:

@@ -100,6 +100,15 @@ class CoredisSubscriber:
         self.client = client
         self._callbacks: dict[str, MessageCallback] = {}
         self._pubsub: Any = None
+        self._expected: dict[str, int] = {}  # confirmations our own SUBSCRIBEs will bring
+        self._resubscribe_hooks: list[Callable[[str], None]] = []
+
+    def on_resubscribe(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(channel)`` when coredis restored ``channel`` after a lost connection.
+
+        Messages published to the channel while the connection was down are lost.
+        """
+        self._resubscribe_hooks.append(callback)
 
     async def connect(self) -> None:
         """Refuse to run un-entered: the reader task needs a task group."""
@@ -110,7 +119,7 @@ class CoredisSubscriber:
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[CoredisSubscriber]:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.client.pubsub(ignore_subscribe_messages=False)
         try:
             async with pubsub, anyio.create_task_group() as tg:
                 self._pubsub = pubsub
@@ -135,21 +144,44 @@ class CoredisSubscriber:
     async def _reader(self, pubsub: Any) -> None:
         while True:
             message = await pubsub.get_message()
-            if not message or message.get("type") != "message":
+            if not message:
                 continue
+            kind = message.get("type")
             channel = message["channel"]
+            if kind == "subscribe":
+                self._confirmed(channel)
+                continue
+            if kind != "message":
+                continue
             callback = self._callbacks.get(channel)
             if callback is not None:
                 await dispatch(callback, message["data"], channel)
+
+    def _confirmed(self, channel: str) -> None:
+        """A SUBSCRIBE confirmation: ours, or coredis re-subscribing after a reconnect."""
+        expected = self._expected.get(channel, 0)
+        if expected > 1:
+            self._expected[channel] = expected - 1
+        elif expected == 1:
+            del self._expected[channel]
+        elif channel in self._callbacks:
+            logger.info("Redis pub/sub re-subscribed %r after a lost connection", channel)
+            for hook in self._resubscribe_hooks:
+                try:
+                    hook(channel)
+                except Exception:
+                    logger.exception("resubscribe hook for %r failed", channel)
 
     async def subscribe(self, channel: str, callback: MessageCallback) -> None:
         """SUBSCRIBE; returns once Redis confirmed the subscription."""
         await self.connect()
         self._callbacks[channel] = callback
+        self._expected[channel] = self._expected.get(channel, 0) + 1
         try:
             await _translate(lambda: self._pubsub.subscribe(channel), "SUBSCRIBE")
         except BaseException:
             self._callbacks.pop(channel, None)
+            self._expected.pop(channel, None)
             raise
 
     async def unsubscribe(self, channel: str) -> None:

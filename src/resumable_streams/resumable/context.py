@@ -17,8 +17,9 @@ the wait, then they are cancelled); every cancelled producer still finishes its 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Literal, Protocol, cast
@@ -38,7 +39,7 @@ from .._protocol.resumable import (
 )
 from ..backends.base import Publisher, Subscriber
 from ..backends.setup import open_backends
-from ..errors import ConfigurationError, ContextNotRunningError
+from ..errors import ConfigurationError, ContextAlreadyRunningError, ContextNotRunningError
 from .producer import MakeStream, Producer
 from .streams import LocalStream, ResumableStream, resume
 
@@ -57,7 +58,7 @@ class TaskStarter(Protocol):
     """Anything with ``await start(fn)``: an anyio ``TaskGroup`` or a trio ``Nursery``."""
 
     async def start(
-        self, func: Callable[..., Awaitable[Any]], *args: object, name: object = None
+        self, func: Callable[..., Coroutine[Any, Any, Any]], *args: object, name: object = None
     ) -> Any:
         """Start ``func`` and wait for it to report that it started."""
 
@@ -211,8 +212,6 @@ class ResumableStreamContext:
         # and a cancellation from outside reaches the block's body and the producers through
         # `relay`, which cancels `body` only; the backends close after the producers are done,
         # given at most `cleanup_timeout`, and the cancellation then carries on outward.
-        if self._cm is not None and self._tg is not None:
-            raise ContextNotRunningError("this context is already running")
         body = anyio.CancelScope()
         exiting = False
 
@@ -227,10 +226,13 @@ class ResumableStreamContext:
             async with anyio.create_task_group() as relay_tg:
                 relay_tg.start_soon(relay)
                 try:
-                    with anyio.CancelScope(shield=True) as keep:
+                    with anyio.CancelScope() as keep:
                         async with open_backends(
                             self.redis_url, self._given_publisher, self._given_subscriber
                         ) as (publisher, subscriber):
+                            # Connecting can be cancelled; once open, the backends are
+                            # shielded so they outlive the producers.
+                            keep.shield = True
                             self._publisher = publisher
                             self._mux = ChannelMux(subscriber)
                             try:
@@ -244,6 +246,9 @@ class ResumableStreamContext:
                                                 tg.start_soon(
                                                     self._cancel_after, tg, self.shutdown_timeout
                                                 )
+                                # Producers started into a caller's task group may still
+                                # run: they need these connections to finish their streams.
+                                await self._wait_for_producers()
                             finally:
                                 self._tg = None
                                 self._mux = None
@@ -258,17 +263,47 @@ class ResumableStreamContext:
             await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def _cancel_after(self, tg: TaskGroup, delay: float) -> None:
-        while self._producers:
-            with anyio.move_on_after(delay) as scope:
+        """``shutdown_timeout``: one deadline for all producers, then cancel the rest."""
+        with anyio.move_on_after(delay) as scope:
+            while self._producers:
                 await next(iter(self._producers.values())).finished.wait()
-            if scope.cancelled_caught:
-                logger.warning("shutdown_timeout: cancelling %d producers", len(self._producers))
-                tg.cancel_scope.cancel()
-                return
+        if scope.cancelled_caught:
+            logger.warning("shutdown_timeout: cancelling %d producers", len(self._producers))
+            tg.cancel_scope.cancel()
+
+    async def _wait_for_producers(self) -> None:
+        """Wait for producers running in callers' task groups, then cancel the rest.
+
+        The wait is bounded by ``shutdown_timeout``; each cancelled producer finishes its
+        stream (within ``cleanup_timeout``) before the connections close.
+        """
+        if not self._producers:
+            return
+        with anyio.move_on_after(self.shutdown_timeout or math.inf):
+            for producer in list(self._producers.values()):
+                await producer.finished.wait()
+        remaining = list(self._producers.values())
+        if remaining:
+            logger.warning("context closing: cancelling %d producers", len(remaining))
+        for producer in remaining:
+            producer.cancelled = True
+            producer._pump_scope.cancel()
+        with anyio.move_on_after(2 * self.cleanup_timeout, shield=True):
+            for producer in remaining:
+                await producer.finished.wait()
 
     async def __aenter__(self) -> ResumableStreamContext:
-        self._cm = self._run()
-        return await self._cm.__aenter__()
+        if self._cm is not None:
+            raise ContextAlreadyRunningError(
+                "this resumable-stream context is already running (entered twice?)"
+            )
+        cm = self._run()
+        self._cm = cm
+        try:
+            return await cm.__aenter__()
+        except BaseException:
+            self._cm = None
+            raise
 
     async def __aexit__(
         self,

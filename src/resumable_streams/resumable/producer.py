@@ -44,6 +44,9 @@ MakeStream = Callable[[], AsyncIterable[str] | Awaitable[AsyncIterable[str]]]
 MAX_MESSAGE_CHARS = 1 << 20
 #: The pump waits for the flush loop when this many characters are queued.
 HIGH_WATER_CHARS = 4 << 20
+#: One pipeline carries at most this many characters (then the next one is sent): a large
+#: replay must not pile up beyond Redis's pub/sub output-buffer limit (32 MB) at once.
+MAX_PIPELINE_CHARS = 4 << 20
 
 
 class Producer:
@@ -71,6 +74,8 @@ class Producer:
         self._request_channel = ctx.keys.request(stream_id)
         self._cancel_channel = ctx.keys.cancel(stream_id)
         self._subscribed = False
+        self._keys_finished = False
+        self._reassert = False
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -84,11 +89,13 @@ class Producer:
                 await self.ctx.mux.remove(self._request_channel, self._on_request)
             raise
         self._subscribed = True
+        self.ctx.mux.watch_reconnect(self._request_channel, self.on_reconnect)
 
     async def unsubscribe(self) -> None:
         """Stop listening (idempotent)."""
         if self._subscribed:
             self._subscribed = False
+            self.ctx.mux.unwatch_reconnect(self._request_channel, self.on_reconnect)
             await self.ctx.mux.remove(self._request_channel, self._on_request)
             await self.ctx.mux.remove(self._cancel_channel, self._on_cancel)
 
@@ -131,6 +138,15 @@ class Producer:
             del self.listeners[listener]
         logger.debug("stream %r: listener %r joined", self.stream_id, listener)
 
+    def on_reconnect(self) -> None:
+        """The pub/sub connection was restored: a restarted Redis may have lost the sentinel.
+
+        The flush loop sets it again (while the stream runs) so new resumers still find it.
+        """
+        if not self.done:
+            self._reassert = True
+            self._wake.set()
+
     def _on_cancel(self, message: str) -> None:
         logger.debug("stream %r: cancel requested", self.stream_id)
         self.cancelled = True
@@ -160,12 +176,15 @@ class Producer:
                 self._closing = True
                 self._wake.set()
         finally:
-            if not self._closing:  # cancelled (context shutdown) or crashed
-                with anyio.move_on_after(self.ctx.cleanup_timeout, shield=True):
-                    self._mark_done()
+            # Whatever ended the run (normally, an error, a cancellation at any point), the
+            # stream is finished: DONE queued for every listener, the sentinel DONE, and
+            # everything still queued published - shielded, within cleanup_timeout.
+            with anyio.move_on_after(self.ctx.cleanup_timeout, shield=True):
+                self._mark_done()
+                self._closing = True
+                if not self._keys_finished:
                     await self._finish_keys()
-                    self._closing = True
-                    await self._flush_all()
+                await self._flush_all(anyio.current_time() + self.ctx.cleanup_timeout)
             self.finished.set()
             self._progress.set()
 
@@ -221,6 +240,7 @@ class Producer:
 
     async def _finish_keys(self) -> None:
         """SET the sentinel to DONE (before unsubscribing: a late resumer then sees DONE)."""
+        self._keys_finished = True
         ctx = self.ctx
         try:
             await ctx.publisher.set(ctx.keys.sentinel(self.stream_id), DONE_VALUE, ex=ctx.ttl)
@@ -241,6 +261,9 @@ class Producer:
     async def _flush_loop(self) -> None:
         while True:
             self._wake = anyio.Event()
+            if self._reassert:
+                self._reassert = False
+                await self._reassert_sentinel()
             if self._pending:
                 await self._flush_once()
             elif self._closing:
@@ -248,11 +271,23 @@ class Producer:
             else:
                 await self._wake.wait()
 
-    async def _flush_all(self) -> None:
-        while self._pending:
-            await self._flush_once()
+    async def _reassert_sentinel(self) -> None:
+        ctx = self.ctx
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(ctx.publish_timeout):
+                if not self.done:
+                    await ctx.publisher.set(ctx.keys.sentinel(self.stream_id), "1", ex=ctx.ttl)
+        except Exception as exc:
+            logger.warning("stream %r: could not re-assert the sentinel: %s", self.stream_id, exc)
 
-    async def _flush_once(self) -> None:
+    async def _flush_all(self, deadline: float) -> None:
+        while self._pending and anyio.current_time() < deadline:
+            await self._flush_once(deadline)
+
+    async def _flush_once(self, deadline: float | None = None) -> None:
+        """Publish everything queued, giving up (and dropping it) at ``deadline``."""
+        if deadline is None:
+            deadline = anyio.current_time() + self.ctx.publish_timeout
         pending, self._pending = self._pending, {}
         self._pending_chars = 0
         items: list[tuple[str, str]] = []
@@ -262,8 +297,18 @@ class Producer:
             for message in _coalesce(parts):
                 items.append((channel, message if message.isascii() else _to_wire(message)))
                 owners.append(None if message is DONE_MESSAGE else listener)
-        results = await self._publish_with_retry(items)
-        if results is not None and self.ctx.prune_listeners:
+        # Shielded: a batch taken off the queue is published whole or, after publish_timeout
+        # of failures, dropped with its listeners (below) - never cut by a cancellation.
+        results = None
+        with anyio.CancelScope(shield=True, deadline=deadline):
+            results = await self._publish_with_retry(items, deadline)
+        if results is None:
+            # Finding the gap is the listeners' job: they stop receiving, their watchdog
+            # re-requests from their position, and the replay buffer fills the gap.
+            for owner in set(owners):
+                if owner is not None and owner in self.listeners:
+                    del self.listeners[owner]
+        elif self.ctx.prune_listeners:
             for owner, receivers in zip(owners, results, strict=True):
                 if owner is not None and receivers == 0 and owner in self.listeners:
                     logger.debug("stream %r: pruning dead listener %r", self.stream_id, owner)
@@ -271,25 +316,49 @@ class Producer:
         event, self._flushed = self._flushed, anyio.Event()
         event.set()
 
-    async def _publish_with_retry(self, items: list[tuple[str, str]]) -> list[int] | None:
+    async def _publish_with_retry(
+        self, items: list[tuple[str, str]], deadline: float
+    ) -> list[int] | None:
+        results: list[int] = []
+        for group in _pipelines(items):
+            published = await self._publish_group(group, deadline)
+            if published is None:
+                return None
+            results.extend(published)
+        return results
+
+    async def _publish_group(
+        self, items: list[tuple[str, str]], deadline: float
+    ) -> list[int] | None:
         delay = 0.05
-        deadline = anyio.current_time() + self.ctx.publish_timeout
         while True:
             try:
                 return await publish_many(self.ctx.publisher, items)
             except Exception as exc:  # never let a backend failure crash the producer
                 if anyio.current_time() + delay > deadline:
                     logger.error(
-                        "stream %r: dropping %d messages after %.1fs of publish failures: %s",
+                        "stream %r: dropping %d messages after publish failures: %s",
                         self.stream_id,
                         len(items),
-                        self.ctx.publish_timeout,
                         exc,
                     )
                     return None
                 logger.warning("stream %r: publish failed, retrying: %s", self.stream_id, exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+
+def _pipelines(items: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """``items`` in order, grouped into pipelines of at most MAX_PIPELINE_CHARS each."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    size = 0
+    for item in items:
+        if groups[-1] and size + len(item[1]) > MAX_PIPELINE_CHARS:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += len(item[1])
+    return groups
 
 
 def _to_wire(message: str) -> str:
@@ -305,7 +374,8 @@ def _coalesce(parts: list[str]) -> list[str]:
     """Merge consecutive text parts into messages of at most MAX_MESSAGE_CHARS.
 
     ``DONE_MESSAGE`` stays a message of its own; an empty first part (an empty replay, the
-    ack) survives as ``""`` when nothing follows it.
+    ack) survives as ``""`` when nothing follows it; a longer part (a large replay) is cut
+    into pieces, never between the two halves of a surrogate pair.
     """
     messages: list[str] = []
     run: list[str] = []
@@ -317,11 +387,27 @@ def _coalesce(parts: list[str]) -> list[str]:
                 run, size = [], 0
             messages.append(DONE_MESSAGE)
             continue
-        if size and size + len(part) > MAX_MESSAGE_CHARS:
-            messages.append("".join(run))
-            run, size = [], 0
-        run.append(part)
-        size += len(part)
+        for piece in _pieces(part):
+            if size and size + len(piece) > MAX_MESSAGE_CHARS:
+                messages.append("".join(run))
+                run, size = [], 0
+            run.append(piece)
+            size += len(piece)
     if run:
         messages.append("".join(run))
     return messages
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut into pieces of at most MAX_MESSAGE_CHARS (surrogate pairs kept whole)."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return [text]
+    pieces = []
+    start = 0
+    while start < len(text):
+        end = min(start + MAX_MESSAGE_CHARS, len(text))
+        if end < len(text) and "\ud800" <= text[end - 1] <= "\udbff":
+            end -= 1  # a high surrogate stays with its low half
+        pieces.append(text[start:end])
+        start = end
+    return pieces

@@ -12,18 +12,26 @@ resumed iterator whose ``__anext__`` is cancelled frees its subscription at once
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 import warnings
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import anyio
 
 from .._protocol.resumable import DONE_MESSAGE, DONE_VALUE, encode_request, utf16_len
-from ..errors import AckTimeoutError, SlowConsumerError
+from ..errors import (
+    AckTimeoutError,
+    ReadCancelledError,
+    SlowConsumerError,
+    StreamInterruptedError,
+)
 
 if TYPE_CHECKING:
     from .context import ResumableStreamContext
@@ -115,13 +123,20 @@ class LocalStream(ResumableStream):
         raise StopAsyncIteration
 
 
+class _Reconnected:
+    """Marks where in an inbox the pub/sub connection was restored (messages may be lost)."""
+
+
+RECONNECTED = _Reconnected()
+
+
 class _Inbox:
     """What one resumer's subscription callback fills: bounded, never blocks the reader."""
 
-    __slots__ = ("_event", "chars", "items", "limit", "on_overflow", "overflowed")
+    __slots__ = ("__weakref__", "_event", "chars", "items", "limit", "on_overflow", "overflowed")
 
     def __init__(self, limit: int) -> None:
-        self.items: deque[str] = deque()
+        self.items: deque[str | _Reconnected] = deque()
         self.chars = 0
         self.limit = limit
         self.overflowed = False
@@ -140,9 +155,14 @@ class _Inbox:
                 self.on_overflow()
         self._event.set()
 
-    def pop(self) -> str:
+    def mark_reconnected(self) -> None:
+        self.items.append(RECONNECTED)
+        self._event.set()
+
+    def pop(self) -> str | _Reconnected:
         message = self.items.popleft()
-        self.chars -= len(message)
+        if isinstance(message, str):
+            self.chars -= len(message)
         return message
 
     async def wait(self) -> None:
@@ -151,8 +171,27 @@ class _Inbox:
             await self._event.wait()
 
 
+def _weak(method: Callable[[], None]) -> Callable[[], None]:
+    """A callback that calls a bound ``method`` while its object lives (and keeps it not)."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return call
+
+
 class ResumedStream(ResumableStream):
-    """A resumer's iterator: chunks arrive on its own chunk channel."""
+    """A resumer's iterator: chunks arrive on its own chunk channel.
+
+    It re-synchronizes by itself when messages may have been lost: after the pub/sub
+    connection was restored (a Redis restart), and when the sentinel says the stream is
+    finished or gone but no DONE came, it asks the producer again for a replay from
+    :attr:`position` on a fresh channel. So a consumer that stays connected gets every
+    character exactly once, or a :class:`~resumable_streams.errors.StreamInterruptedError`.
+    """
 
     def __init__(
         self,
@@ -164,19 +203,33 @@ class ResumedStream(ResumableStream):
     ) -> None:
         super().__init__(stream_id, position)
         self._ctx = ctx
+        self._subscribed = False
+        self._cancelled = False
+        self._misses = 0
+        self._on_reconnect = _weak(self._mark_reconnected)
+        self._attach(channel, inbox)
+
+    def _attach(self, channel: str, inbox: _Inbox) -> None:
         self._channel = channel
         self._inbox = inbox
+        inbox.on_overflow = _weak(self._release_soon)
         self._subscribed = True
-        self._misses = 0
-        inbox.on_overflow = self._release_soon
+        self._ctx.mux.watch_reconnect(channel, self._on_reconnect)
 
     def __del__(self) -> None:
         if self._subscribed:
+            # Free the subscription anyway (the context may be gone: then nothing to free).
+            release = partial(_unsubscribe, self._ctx, self._channel, self._inbox)
+            with contextlib.suppress(Exception):
+                self._ctx.spawn_cleanup(release)
             warnings.warn(
                 f"resumed stream {self.stream_id!r} was not closed: use `async with` or aclose()",
                 ResourceWarning,
                 stacklevel=1,
             )
+
+    def _mark_reconnected(self) -> None:
+        self._inbox.mark_reconnected()
 
     def _release_soon(self) -> None:
         self._ctx.spawn_cleanup(self._release)
@@ -185,11 +238,8 @@ class ResumedStream(ResumableStream):
         if not self._subscribed:
             return
         self._subscribed = False
-        with anyio.move_on_after(self._ctx.cleanup_timeout, shield=True):
-            try:
-                await self._ctx.mux.remove(self._channel, self._inbox.put)
-            except Exception as exc:
-                logger.warning("stream %r: unsubscribe failed: %s", self.stream_id, exc)
+        self._ctx.mux.unwatch_reconnect(self._channel, self._on_reconnect)
+        await _unsubscribe(self._ctx, self._channel, self._inbox)
 
     async def aclose(self) -> None:
         """Unsubscribe and stop (the producer keeps running)."""
@@ -197,10 +247,14 @@ class ResumedStream(ResumableStream):
         await self._release()
 
     async def __anext__(self) -> str:
-        inbox = self._inbox
         while not self._closed:
+            inbox = self._inbox
             if inbox.items:
                 message = inbox.pop()
+                if message is RECONNECTED:
+                    await self._resync_after_reconnect()
+                    continue
+                assert isinstance(message, str)
                 if message == DONE_MESSAGE:
                     await self.aclose()
                     break
@@ -215,7 +269,7 @@ class ResumedStream(ResumableStream):
                 with anyio.move_on_after(self._ctx.done_watchdog_interval) as scope:
                     await inbox.wait()
             except anyio.get_cancelled_exc_class():
-                self._closed = True
+                self._closed = self._cancelled = True
                 with anyio.CancelScope(shield=True):
                     await self._release()
                 raise
@@ -226,27 +280,82 @@ class ResumedStream(ResumableStream):
                 )
                 await self.aclose()
                 break
+        if self._cancelled:
+            raise ReadCancelledError(self.stream_id, self.position)
         raise StopAsyncIteration
 
-    async def _watchdog_says_done(self) -> bool:
-        """Upstream #47: close after two consecutive DONE-or-missing sentinel reads."""
+    async def _resync(self) -> bool:
+        """Ask again for a replay from :attr:`position` on a fresh channel; True if answered."""
         try:
-            value = await self._ctx.publisher.get(self._ctx.keys.sentinel(self.stream_id))
-        except Exception as exc:
-            logger.warning("stream %r: watchdog GET failed: %s", self.stream_id, exc)
+            answered = await _request_replay(self._ctx, self.stream_id, self.position)
+        except Exception as exc:  # Redis still coming back: the caller tries again later
+            logger.warning("stream %r: re-synchronizing failed: %s", self.stream_id, exc)
             return False
-        self._misses = self._misses + 1 if value in (None, DONE_VALUE) else 0
+        if answered is None:
+            return False
+        await self._release()  # the old channel, and whatever arrived on it
+        self._attach(*answered)
+        self._misses = 0
+        logger.info("stream %r: re-synchronized at position %d", self.stream_id, self.position)
+        return True
+
+    async def _resync_after_reconnect(self) -> None:
+        """Messages may have been lost while Redis was unreachable: re-request, or raise."""
+        ctx = self._ctx
+        deadline = anyio.current_time() + max(ctx.done_watchdog_interval, 3 * ctx.ack_timeout)
+        delay = 0.05
+        while not await self._resync():
+            # The producer may not have re-subscribed yet; a finished stream never answers.
+            value = await self._sentinel()
+            if value == DONE_VALUE or anyio.current_time() >= deadline:
+                await self.aclose()
+                state = "the stream finished" if value == DONE_VALUE else "no producer answered"
+                raise StreamInterruptedError(
+                    self.stream_id,
+                    self.position,
+                    f"the connection to Redis was lost and {state} since",
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _sentinel(self) -> str | None:
+        try:
+            return await self._ctx.publisher.get(self._ctx.keys.sentinel(self.stream_id))
+        except Exception as exc:
+            logger.warning("stream %r: sentinel GET failed: %s", self.stream_id, exc)
+            return "unknown"
+
+    async def _watchdog_says_done(self) -> bool:
+        """Upstream #47: close after two consecutive DONE-or-missing sentinel reads.
+
+        Before counting a miss, ask the producer again: if one answers (the DONE message or
+        chunks were lost, or the sentinel was lost with a restarted Redis), reading goes on
+        from :attr:`position` without a gap.
+        """
+        value = await self._sentinel()
+        if value not in (None, DONE_VALUE):
+            self._misses = 0
+            return False
+        if await self._resync():
+            return False
+        self._misses += 1
         return self._misses >= 2
 
 
-async def resume(
-    ctx: ResumableStreamContext, stream_id: str, skip_characters: int | None
-) -> ResumedStream | None:
-    """Subscribe a fresh listener, ask the producer for a replay, and wait for the ack.
+async def _unsubscribe(ctx: ResumableStreamContext, channel: str, inbox: _Inbox) -> None:
+    with anyio.move_on_after(ctx.cleanup_timeout, shield=True):
+        try:
+            await ctx.mux.remove(channel, inbox.put)
+        except Exception as exc:
+            logger.warning("unsubscribing %r failed: %s", channel, exc)
 
-    Returns ``None`` when the stream turned out to be finished; raises
-    :class:`~resumable_streams.errors.AckTimeoutError` when no producer answered within
-    ``ctx.ack_timeout`` although the sentinel says the stream is active.
+
+async def _request_replay(
+    ctx: ResumableStreamContext, stream_id: str, skip_characters: int | None
+) -> tuple[str, _Inbox] | None:
+    """Subscribe a fresh listener and ask for a replay; ``(channel, inbox)`` once answered.
+
+    ``None`` when no producer answered within ``ctx.ack_timeout`` (then unsubscribed).
     """
     listener_id = str(uuid.uuid4())
     channel = ctx.keys.chunk(listener_id)
@@ -262,15 +371,28 @@ async def resume(
         acked = bool(inbox.items) or inbox.overflowed
     finally:
         if not acked:
-            with anyio.move_on_after(ctx.cleanup_timeout, shield=True):
-                await ctx.mux.remove(channel, inbox.put)
-    if not acked:
+            await _unsubscribe(ctx, channel, inbox)
+    return (channel, inbox) if acked else None
+
+
+async def resume(
+    ctx: ResumableStreamContext, stream_id: str, skip_characters: int | None
+) -> ResumedStream | None:
+    """Subscribe a fresh listener, ask the producer for a replay, and wait for the ack.
+
+    Returns ``None`` when the stream turned out to be finished; raises
+    :class:`~resumable_streams.errors.AckTimeoutError` when no producer answered within
+    ``ctx.ack_timeout`` although the sentinel says the stream is active.
+    """
+    answered = await _request_replay(ctx, stream_id, skip_characters)
+    if answered is None:
         value = await ctx.publisher.get(ctx.keys.sentinel(stream_id))
         if value == DONE_VALUE:
             return None
         raise AckTimeoutError(stream_id, ctx.ack_timeout)
+    channel, inbox = answered
     if inbox.items and inbox.items[0] == DONE_MESSAGE:
         # Only possible when a producer sends DONE without a replay first; treat as done.
-        await ctx.mux.remove(channel, inbox.put)
+        await _unsubscribe(ctx, channel, inbox)
         return None
     return ResumedStream(ctx, stream_id, channel, inbox, skip_characters or 0)
