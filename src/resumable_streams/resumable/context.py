@@ -425,12 +425,7 @@ class ResumableStreamContext:
         """
         stream_id = _check_stream_id(stream_id)
         skip = _check_skip(skip_characters)
-        value = await self.publisher.get(self.keys.sentinel(stream_id))
-        if not value:
-            return "NOT_FOUND"
-        if value == DONE_VALUE:
-            return None
-        return await resume(self, stream_id, skip)
+        return await resume(self, stream_id, skip, check_sentinel=True)
 
     async def has_existing_stream(self, stream_id: str) -> Literal[True, "DONE"] | None:
         """``None`` (no such stream), ``True`` (active) or ``"DONE"`` (finished)."""

@@ -21,10 +21,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import anyio
 
+from .._core.groups import unwrap_single
 from .._protocol.resumable import DONE_MESSAGE, DONE_VALUE, encode_request, utf16_len
 from ..errors import (
     AckTimeoutError,
@@ -291,7 +292,7 @@ class ResumedStream(ResumableStream):
         except Exception as exc:  # Redis still coming back: the caller tries again later
             logger.warning("stream %r: re-synchronizing failed: %s", self.stream_id, exc)
             return False
-        if answered is None:
+        if not isinstance(answered, tuple):
             return False
         await self._release()  # the old channel, and whatever arrived on it
         self._attach(*answered)
@@ -351,16 +352,36 @@ async def _unsubscribe(ctx: ResumableStreamContext, channel: str, inbox: _Inbox)
 
 
 async def _request_replay(
-    ctx: ResumableStreamContext, stream_id: str, skip_characters: int | None
-) -> tuple[str, _Inbox] | None:
+    ctx: ResumableStreamContext,
+    stream_id: str,
+    skip_characters: int | None,
+    *,
+    check_sentinel: bool = False,
+) -> tuple[str, _Inbox] | Literal["NOT_FOUND", "DONE"] | None:
     """Subscribe a fresh listener and ask for a replay; ``(channel, inbox)`` once answered.
 
-    ``None`` when no producer answered within ``ctx.ack_timeout`` (then unsubscribed).
+    ``None`` when no producer answered within ``ctx.ack_timeout`` (then unsubscribed). With
+    ``check_sentinel``, the sentinel is read while the subscription is being made (one
+    round trip saved): ``"NOT_FOUND"`` / ``"DONE"`` when there is nothing to resume.
     """
     listener_id = str(uuid.uuid4())
     channel = ctx.keys.chunk(listener_id)
     inbox = _Inbox(ctx.consumer_buffer_limit)
-    await ctx.mux.add(channel, inbox.put)
+    if check_sentinel:
+        found: list[str | None] = []
+
+        async def read_sentinel() -> None:
+            found.append(await ctx.publisher.get(ctx.keys.sentinel(stream_id)))
+
+        with unwrap_single():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_sentinel)
+                await ctx.mux.add(channel, inbox.put)
+        if not found[0] or found[0] == DONE_VALUE:
+            await _unsubscribe(ctx, channel, inbox)
+            return "DONE" if found[0] == DONE_VALUE else "NOT_FOUND"
+    else:
+        await ctx.mux.add(channel, inbox.put)
     acked = False
     try:
         await ctx.publisher.publish(
@@ -375,16 +396,45 @@ async def _request_replay(
     return (channel, inbox) if acked else None
 
 
+@overload
 async def resume(
-    ctx: ResumableStreamContext, stream_id: str, skip_characters: int | None
-) -> ResumedStream | None:
+    ctx: ResumableStreamContext,
+    stream_id: str,
+    skip_characters: int | None,
+    *,
+    check_sentinel: Literal[False] = False,
+) -> ResumedStream | None: ...
+
+
+@overload
+async def resume(
+    ctx: ResumableStreamContext,
+    stream_id: str,
+    skip_characters: int | None,
+    *,
+    check_sentinel: Literal[True],
+) -> ResumedStream | Literal["NOT_FOUND"] | None: ...
+
+
+async def resume(
+    ctx: ResumableStreamContext,
+    stream_id: str,
+    skip_characters: int | None,
+    *,
+    check_sentinel: bool = False,
+) -> ResumedStream | Literal["NOT_FOUND"] | None:
     """Subscribe a fresh listener, ask the producer for a replay, and wait for the ack.
 
-    Returns ``None`` when the stream turned out to be finished; raises
+    Returns ``None`` when the stream turned out to be finished (and, with
+    ``check_sentinel``, ``"NOT_FOUND"`` when it does not exist); raises
     :class:`~resumable_streams.errors.AckTimeoutError` when no producer answered within
     ``ctx.ack_timeout`` although the sentinel says the stream is active.
     """
-    answered = await _request_replay(ctx, stream_id, skip_characters)
+    answered = await _request_replay(ctx, stream_id, skip_characters, check_sentinel=check_sentinel)
+    if answered == "NOT_FOUND":
+        return "NOT_FOUND"
+    if answered == "DONE":
+        return None
     if answered is None:
         value = await ctx.publisher.get(ctx.keys.sentinel(stream_id))
         if value == DONE_VALUE:
