@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
@@ -91,8 +91,12 @@ CREATE TABLE IF NOT EXISTS producers (
 """
 
 
+_META_FIELDS: Final = tuple(f.name for f in fields(StreamMeta))
+_CACHE_LIMIT: Final = 100_000
+
+
 def _meta_to_json(meta: StreamMeta) -> str:
-    data = asdict(meta)
+    data = {name: getattr(meta, name) for name in _META_FIELDS}  # asdict() deep-copies: slow
     data["tail"] = str(meta.tail)
     return json.dumps(data, separators=(",", ":"))
 
@@ -117,14 +121,31 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
 
 
 class _SqliteTxn:
-    """:class:`SyncTxn` over one connection (used inside the writer's transaction)."""
+    """:class:`SyncTxn` over one connection (used inside the writer's transaction).
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    The writer's instance keeps the metadata it read or wrote in ``cache`` (the writer is
+    the only connection of this process that writes): an append then skips a SELECT and a
+    JSON decode. :meth:`SqliteStorage._run_batch` undoes the cache entries of a job rolled
+    back to its savepoint, clears the cache when a batch fails, and clears it when another
+    connection (another process on the same file) has committed since the last batch.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, cache: bool = False) -> None:
         self.conn = conn
+        self.cache: dict[str, StreamMeta | None] | None = {} if cache else None
+        self.touched: set[str] = set()
 
     def get_meta(self, name: str) -> StreamMeta | None:
+        cache = self.cache
+        if cache is not None and name in cache:
+            return cache[name]
         row = self.conn.execute("SELECT meta FROM streams WHERE name = ?", (name,)).fetchone()
-        return _meta_from_json(row[0]) if row else None
+        meta = _meta_from_json(row[0]) if row else None
+        if cache is not None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[name] = meta
+        return meta
 
     def put_meta(self, meta: StreamMeta) -> None:
         self.conn.execute(
@@ -132,10 +153,26 @@ class _SqliteTxn:
             "ON CONFLICT (name) DO UPDATE SET meta = excluded.meta, deadline = excluded.deadline",
             (meta.name, _meta_to_json(meta), expiry_deadline(meta)),
         )
+        if self.cache is not None:
+            self.touched.add(meta.name)
+            self.cache[meta.name] = meta
 
     def drop(self, name: str) -> None:
         for table in ("streams", "records", "producers"):
             self.conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+        if self.cache is not None:
+            self.touched.add(name)
+            self.cache[name] = None
+
+    def forget(self, names: set[str] | None = None) -> None:
+        """Drop cached metadata: of ``names``, or all of it."""
+        if self.cache is None:
+            return
+        if names is None:
+            self.cache.clear()
+        else:
+            for name in names:
+                self.cache.pop(name, None)
 
     def get_producer(self, name: str, producer_id: str) -> ProducerState | None:
         row = self.conn.execute(
@@ -205,6 +242,7 @@ class SqliteStorage(StreamStorage):
         self._limiter = anyio.CapacityLimiter(_READ_POOL)
         self._running = False
         self._call_soon: Callable[[Callable[[], object]], object] = _no_loop
+        self._data_version: int | None = None
 
     @classmethod
     @asynccontextmanager
@@ -240,7 +278,7 @@ class SqliteStorage(StreamStorage):
         await anyio.to_thread.run_sync(self._writer_loop, conn)
 
     def _writer_loop(self, conn: sqlite3.Connection) -> None:
-        txn = _SqliteTxn(conn)
+        txn = _SqliteTxn(conn, cache=True)
         while True:
             first = self._jobs.get()
             if first is _STOP:
@@ -266,17 +304,24 @@ class SqliteStorage(StreamStorage):
     def _run_batch(self, conn: sqlite3.Connection, txn: _SqliteTxn, batch: list[_Job]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another connection committed: trust nothing
+                self._data_version = version
+                txn.forget()
             for job in batch:
                 conn.execute("SAVEPOINT job")
+                txn.touched.clear()
                 try:
                     job.result = job.fn(txn)
                 except Exception as exc:  # a rejection: undo this job only
                     conn.execute("ROLLBACK TO job")
+                    txn.forget(txn.touched)
                     job.error = exc
                 conn.execute("RELEASE job")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             logger.exception("sqlite commit failed")
+            txn.forget()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for job in batch:
