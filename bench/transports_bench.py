@@ -110,7 +110,8 @@ def build_app() -> Any:
                 yield {"data": events[i], "id": str(i)}
             yield {"event": "done", "data": END}
 
-        return EventSourceResponse(gen())
+        response: Response = EventSourceResponse(gen())  # Any where sse-starlette is absent
+        return response
 
     class Bare(Response):
         """The floor: a minimal streaming response (no heartbeat, no disconnect watch)."""
