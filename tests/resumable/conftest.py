@@ -63,3 +63,19 @@ def coredis_reconnect_litter() -> Iterator[None]:
             yield
         finally:
             gc.collect()
+
+
+def gated(first: list[str], rest: list[str], gate: object) -> AsyncIterator[str]:
+    """A source that yields ``first``, waits for ``gate`` (an ``anyio.Event``), then ``rest``."""
+    import anyio
+
+    assert isinstance(gate, anyio.Event)
+
+    async def gen() -> AsyncIterator[str]:
+        for chunk in first:
+            yield chunk
+        await gate.wait()
+        for chunk in rest:
+            yield chunk
+
+    return gen()

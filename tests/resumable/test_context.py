@@ -20,7 +20,7 @@ from resumable_streams.errors import (
     ReadCancelledError,
 )
 
-from .conftest import MakeCtx, chunks_source
+from .conftest import MakeCtx, chunks_source, gated
 
 pytestmark = pytest.mark.anyio
 
@@ -301,7 +301,7 @@ async def test_an_abandoned_resumer_frees_its_subscription(make_ctx: MakeCtx) ->
     """A resumed iterator dropped without aclose(): collected, it warns and unsubscribes."""
     async with make_ctx() as ctx:
         gate = anyio.Event()
-        producer = await ctx.resumable_stream("s", lambda: gated_gen(["a"], ["b"], gate))
+        producer = await ctx.resumable_stream("s", lambda: gated(["a"], ["b"], gate))
         assert isinstance(producer, ResumableStream)
         resumer = await ctx.resume_existing_stream("s")
         assert isinstance(resumer, ResumableStream)
@@ -314,17 +314,6 @@ async def test_an_abandoned_resumer_frees_its_subscription(make_ctx: MakeCtx) ->
                 await anyio.sleep(0.01)
         gate.set()
         assert await read_all(producer) == "ab"
-
-
-def gated_gen(first: list[str], rest: list[str], gate: anyio.Event) -> AsyncIterator[str]:
-    async def gen() -> AsyncIterator[str]:
-        for chunk in first:
-            yield chunk
-        await gate.wait()
-        for chunk in rest:
-            yield chunk
-
-    return gen()
 
 
 class RecordingBackend(MemoryPublisher, MemorySubscriber):

@@ -19,20 +19,9 @@ from resumable_streams import (
 from resumable_streams.errors import BackendUnavailableError, SlowConsumerError
 from resumable_streams.testing import RedisServer, free_port
 
-from .conftest import MakeCtx, chunks_source, coredis_reconnect_litter
+from .conftest import MakeCtx, chunks_source, coredis_reconnect_litter, gated
 
 pytestmark = pytest.mark.anyio
-
-
-def gated(first: list[str], rest: list[str], gate: anyio.Event) -> AsyncIterator[str]:
-    async def gen() -> AsyncIterator[str]:
-        for chunk in first:
-            yield chunk
-        await gate.wait()
-        for chunk in rest:
-            yield chunk
-
-    return gen()
 
 
 async def read_all(stream: object) -> str:

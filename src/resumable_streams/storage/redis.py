@@ -65,6 +65,8 @@ from .._protocol.durable.model import (
     StreamMeta,
     expiry_deadline,
     is_expired,
+    meta_from_json,
+    meta_to_json,
 )
 from .._protocol.durable.offsets import Offset
 from .._protocol.durable.planning import (
@@ -87,7 +89,6 @@ from .base import (
     txn_sweep,
     visible_streams,
 )
-from .sqlite import _meta_from_json, _meta_to_json
 
 __all__ = ["RedisStorage", "redact_url"]
 
@@ -285,7 +286,7 @@ def _decode_producer(raw: bytes) -> ProducerState:
 
 
 def _decode_meta(raw: bytes, last_access: bytes | None, forks: bytes | None) -> StreamMeta:
-    meta = _meta_from_json(raw.decode())
+    meta = meta_from_json(raw.decode())
     return replace(
         meta,
         last_access=float(last_access) if last_access is not None else meta.last_access,
@@ -738,7 +739,7 @@ class RedisStorage(StreamStorage):
                 if kind == "M":
                     meta: StreamMeta = value
                     ttl = "" if meta.ttl is None else str(meta.ttl)
-                    args += [_meta_to_json(meta), repr(meta.last_access), ttl]
+                    args += [meta_to_json(meta), repr(meta.last_access), ttl]
                     args += [meta.fork_count, meta.stream_id, "1" if meta.soft_deleted else "0"]
                 elif kind == "R":
                     record: Record = value

@@ -13,14 +13,13 @@ while the writer commits.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
@@ -35,8 +34,10 @@ from .._protocol.durable.model import (
     StreamMeta,
     expiry_deadline,
     is_expired,
+    meta_from_json,
+    meta_to_json,
 )
-from .._protocol.durable.offsets import Offset, parse_offset
+from .._protocol.durable.offsets import Offset
 from .._protocol.durable.planning import (
     AppendPlan,
     AppendRequest,
@@ -91,22 +92,7 @@ CREATE TABLE IF NOT EXISTS producers (
 """
 
 
-_META_FIELDS: Final = tuple(f.name for f in fields(StreamMeta))
 _CACHE_LIMIT: Final = 100_000
-
-
-def _meta_to_json(meta: StreamMeta) -> str:
-    data = {name: getattr(meta, name) for name in _META_FIELDS}  # asdict() deep-copies: slow
-    data["tail"] = str(meta.tail)
-    return json.dumps(data, separators=(",", ":"))
-
-
-def _meta_from_json(text: str) -> StreamMeta:
-    data: dict[str, Any] = json.loads(text)
-    data["tail"] = parse_offset(data["tail"])
-    if data.get("closed_by") is not None:
-        data["closed_by"] = tuple(data["closed_by"])
-    return StreamMeta(**data)
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -140,7 +126,7 @@ class _SqliteTxn:
         if cache is not None and name in cache:
             return cache[name]
         row = self.conn.execute("SELECT meta FROM streams WHERE name = ?", (name,)).fetchone()
-        meta = _meta_from_json(row[0]) if row else None
+        meta = meta_from_json(row[0]) if row else None
         if cache is not None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
@@ -151,7 +137,7 @@ class _SqliteTxn:
         self.conn.execute(
             "INSERT INTO streams (name, meta, deadline) VALUES (?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET meta = excluded.meta, deadline = excluded.deadline",
-            (meta.name, _meta_to_json(meta), expiry_deadline(meta)),
+            (meta.name, meta_to_json(meta), expiry_deadline(meta)),
         )
         if self.cache is not None:
             self.touched.add(meta.name)
@@ -448,7 +434,7 @@ class SqliteStorage(StreamStorage):
 
         def run(txn: _SqliteTxn) -> list[StreamMeta]:
             rows = txn.conn.execute("SELECT meta FROM streams ORDER BY name")
-            return [_meta_from_json(row[0]) for row in rows]
+            return [meta_from_json(row[0]) for row in rows]
 
         return visible_streams(await self._read_sync(run), now=now, limit=limit)
 

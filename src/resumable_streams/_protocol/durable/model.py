@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
+from typing import Any, Final
 
-from .offsets import Offset
+from .offsets import Offset, parse_offset
 
-__all__ = ["ProducerState", "Record", "StreamMeta", "expiry_deadline", "is_expired"]
+__all__ = [
+    "ProducerState",
+    "Record",
+    "StreamMeta",
+    "expiry_deadline",
+    "is_expired",
+    "meta_from_json",
+    "meta_to_json",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +80,22 @@ def is_expired(meta: StreamMeta, now: float) -> bool:
     """Whether the stream's TTL or absolute expiry has passed at ``now``."""
     deadline = expiry_deadline(meta)
     return deadline is not None and now >= deadline
+
+
+_META_FIELDS: Final = tuple(f.name for f in fields(StreamMeta))
+
+
+def meta_to_json(meta: StreamMeta) -> str:
+    """``meta`` as compact JSON (how the sqlite and Redis engines store it)."""
+    data = {name: getattr(meta, name) for name in _META_FIELDS}  # asdict() deep-copies: slow
+    data["tail"] = str(meta.tail)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def meta_from_json(text: str) -> StreamMeta:
+    """The :class:`StreamMeta` that :func:`meta_to_json` wrote."""
+    data: dict[str, Any] = json.loads(text)
+    data["tail"] = parse_offset(data["tail"])
+    if data.get("closed_by") is not None:
+        data["closed_by"] = tuple(data["closed_by"])
+    return StreamMeta(**data)
