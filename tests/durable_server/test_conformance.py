@@ -35,6 +35,14 @@ def test_conformance_suite(
         _run_suite(engine, tmp_path, server_factory)
 
 
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_conformance_suite_on_hypercorn(
+    backend: str, tmp_path: Path, server_factory: type[ServerProcess]
+) -> None:
+    """``serve --http hypercorn`` (hypercorn's trio worker, or asyncio) passes it too."""
+    _run_suite("memory", tmp_path, server_factory, "--http", "hypercorn", "--backend", backend)
+
+
 def _run_suite(
     engine: str, tmp_path: Path, server_factory: type[ServerProcess], *extra: str
 ) -> None:
