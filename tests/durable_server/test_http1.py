@@ -276,3 +276,46 @@ async def test_a_pipelining_flood_does_not_starve_other_connections() -> None:
                     got += await a.receive()
     assert served.count("/flood") == flood
     assert served.index("/other") < flood  # served while the flood was still being answered
+
+
+async def test_a_huge_chunk_reaches_the_app_as_it_arrives() -> None:
+    """A chunk is not collected whole: the app can refuse a too-large body (413) early."""
+    received: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            received.append(size)
+            if size > 1000 or not message.get("more_body"):
+                break
+        status = 413 if size > 1000 else 200
+        body = str(size).encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    with anyio.fail_after(10):
+        async with running(app) as port:
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                # a 256 MiB chunk is announced; 64 KiB of it is enough for the answer
+                await s.send(
+                    b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"10000000\r\n" + b"x" * 65536
+                )
+                raw = await read_all(s)
+            assert raw.startswith(b"HTTP/1.1 413 ")
+            assert b"connection: close" in raw
+            # pieces of one chunk, sent apart, still make the exact body
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for piece in (b"5\r\nab", b"c", b"de", b"\r", b"\n3\r\nfg", b"h\r\n0\r\n\r\n"):
+                    await s.send(piece)
+                    await anyio.sleep(0.01)
+                buf = bytearray()
+                head, body = await read_response(s, buf)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert body == b"8"

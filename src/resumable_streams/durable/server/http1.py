@@ -157,6 +157,7 @@ class _Connection:
             stream.extra(anyio.abc.SocketAttribute.raw_socket) if raw_io else None
         )
         self.unyielded = 0
+        self.chunk_left = 0  # bytes of the current request-body chunk not yet read
 
     # ------------------------------------------------------------------ reading
 
@@ -225,22 +226,39 @@ class _Connection:
         return line
 
     async def _read_chunk(self) -> bytes:
-        """The next chunk of a chunked body; b"" after the last one (trailers skipped)."""
-        line = await self._read_line()
-        size_text = line.split(b";", 1)[0].strip()
-        if not size_text or len(size_text) > 16 or not _is_hex(size_text):
-            raise _BadRequest("malformed chunk size")
-        size = int(size_text, 16)
-        if size == 0:
-            while await self._read_line():  # trailers: ignored
-                pass
-            return b""
-        while len(self.buf) < size + 2:
+        """The next piece of a chunked body, as it arrives; b"" after the last chunk.
+
+        A chunk is handed out in pieces of whatever is buffered (never collected whole), so a
+        client announcing a huge chunk cannot make the server buffer it: the app sees the
+        bytes as they come and can refuse them (413) early. Trailers are skipped, bounded by
+        ``max_head_size``.
+        """
+        if self.chunk_left == 0:
+            line = await self._read_line()
+            size_text = line.split(b";", 1)[0].strip()
+            if not size_text or len(size_text) > 16 or not _is_hex(size_text):
+                raise _BadRequest("malformed chunk size")
+            size = int(size_text, 16)
+            if size == 0:
+                trailers = 0
+                while trailer := await self._read_line():  # trailers: ignored
+                    trailers += len(trailer) + 2
+                    if trailers > self.limits.max_head_size:
+                        raise _BadRequest("chunked trailers too large", 431)
+                return b""
+            self.chunk_left = size
+        if not self.buf:
             await self._fill()
-        if self.buf[size : size + 2] != b"\r\n":
-            raise _BadRequest("malformed chunk")
-        data = bytes(self.buf[:size])
-        del self.buf[: size + 2]
+        take = min(self.chunk_left, len(self.buf))
+        data = bytes(self.buf[:take])
+        del self.buf[:take]
+        self.chunk_left -= take
+        if self.chunk_left == 0:
+            while len(self.buf) < 2:
+                await self._fill()
+            if self.buf[:2] != b"\r\n":
+                raise _BadRequest("malformed chunk")
+            del self.buf[:2]
         return data
 
     # ------------------------------------------------------------------ one request
