@@ -168,3 +168,89 @@ async def test_bounded_buffer_without_background_task_drains_in_append(
     assert server.messages == [msg(k) for k in "abc"]
     with pytest.raises(ValueError, match="max_buffered_bytes"):
         IdempotentProducer(URL, "p", client=client, max_buffered_bytes=0)
+
+
+class ClosingServer(FakeServer):
+    """:class:`FakeServer` that also takes a producer's close request (``Stream-Closed``)."""
+
+    def __init__(self, delay: dict[int, float] | None = None) -> None:
+        super().__init__(delay)
+        self.closed = False
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if not request.headers.get("Stream-Closed"):
+            return await super().__call__(request)
+        seq = int(request.headers["Producer-Seq"])
+        self.requests.append((int(request.headers["Producer-Epoch"]), seq))
+        if seq in self.delay:
+            await trio.sleep(self.delay.pop(seq))
+        done = {"Stream-Next-Offset": str(len(self.messages)), "Stream-Closed": "true"}
+        if self.closed and seq == self.last_seq:
+            return httpx2.Response(204, headers=done)
+        if seq != self.last_seq + 1:
+            gap = {
+                "Producer-Expected-Seq": str(self.last_seq + 1),
+                "Producer-Received-Seq": str(seq),
+            }
+            return httpx2.Response(409, headers=gap, content=b"Producer sequence gap")
+        self.last_seq = seq
+        self.closed = True
+        return httpx2.Response(204, headers=done)
+
+
+@pytest.mark.trio
+async def test_cancelled_flush_loses_nothing_and_leaves_no_gap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A flush cancelled with one batch in flight and two queued: the next flush sends all."""
+    server = FakeServer(delay={0: 1000.0})
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client:
+        producer = IdempotentProducer(
+            URL,
+            "p",
+            client=client,
+            content_type="application/json",
+            max_batch_bytes=1,  # one message per batch
+            max_in_flight=1,
+        )
+        for k in "abc":
+            producer.append_nowait(msg(k))
+        with trio.move_on_after(10):
+            await producer.flush()  # seq 0 is held: cancelled in flight, b and c queued
+        producer.append_nowait(msg("d"))
+        with trio.fail_after(100):
+            await producer.flush()
+    assert server.messages == [msg(k) for k in "abcd"]
+    assert [seq for _, seq in server.requests] == [0, 0, 1, 2, 3]  # seq 0 resent, no gap
+    assert producer.next_seq == 4
+
+
+@pytest.mark.trio
+async def test_cancelled_append_is_sent_by_the_next_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer(delay={0: 1000.0})
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client:
+        producer = IdempotentProducer(URL, "p", client=client, content_type="application/json")
+        with trio.move_on_after(10):
+            await producer.append(msg("a"))
+        result = await producer.append(msg("b"))
+        assert result.offset == "2"
+    assert server.messages == [msg("a"), msg("b")]
+
+
+@pytest.mark.trio
+async def test_close_stream_retried_after_cancellation_reuses_its_seq(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = ClosingServer(delay={1: 1000.0})
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client:
+        producer = IdempotentProducer(URL, "p", client=client, content_type="application/json")
+        producer.append_nowait(msg("a"))
+        with trio.move_on_after(10):
+            await producer.close_stream()  # the close request (seq 1) is held: cancelled
+        with trio.fail_after(100):
+            result = await producer.close_stream()
+    assert result.final_offset == "1"
+    assert server.closed
+    assert server.requests == [(0, 0), (0, 1), (0, 1)]

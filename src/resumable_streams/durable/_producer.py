@@ -136,15 +136,17 @@ class IdempotentProducer:
         self._max_in_flight = max_in_flight
         self._max_buffered = max_buffered_bytes
         self._buffered = 0  # bytes of messages appended and not yet stored (or failed)
-        self._room = anyio.Event()  # set when buffered bytes are released
+        self._changed = anyio.Event()  # set when a send ends or the loop stops
         self._on_error = on_error
         self._pending = _Batch()
         self._queue: list[_Batch] = []
+        # batches whose send was cancelled: resent first, with the same (epoch, seq), so a
+        # cancelled flush() / append() neither loses them nor opens a sequence gap
+        self._resend: list[_Batch] = []
+        self._closing: core.Batch | None = None  # close_stream()'s request, kept for a retry
         self._in_flight: dict[tuple[int, int], _Batch] = {}
         self._finished: dict[tuple[int, int], _Batch] = {}
         self._slots = anyio.Semaphore(max_in_flight)
-        self._idle = anyio.Event()
-        self._idle.set()
         self._wakeup = anyio.Event()
         self._flush_requested = False
         self._errors: list[DurableStreamClientError] = []
@@ -213,8 +215,6 @@ class IdempotentProducer:
             batch = self._pending
         batch.messages.append(message)
         batch.size += size
-        if self._idle.is_set():
-            self._idle = anyio.Event()
         if batch.size >= self._max_batch_bytes:
             self._rotate()
         elif batch.size == size:
@@ -251,21 +251,14 @@ class IdempotentProducer:
         Waits first for room if ``max_buffered_bytes`` are already held.
         """
         message = self._encode(data)
-        while not self._has_room(len(message)):
+        if not self._has_room(len(message)):
             self._request_flush()
-            if self._loop_running:
-                if self._room.is_set():
-                    self._room = anyio.Event()
-                await self._room.wait()
-            else:
-                await self._drain_here()  # nothing runs in the background: send them now
+            await self._wait_for(lambda: self._has_room(len(message)))
             if self._closed:
                 raise ProducerClosedError(f"producer {self.producer_id!r} is closed", url=self.url)
         batch = self._add(message)
         self._request_flush()
-        if not self._loop_running:
-            await self._drain_here()
-        await batch.done.wait()
+        await self._wait_for(batch.done.is_set)
         if batch.error is not None:
             # raised here, so flush() need not raise it again
             if batch.error in self._errors:
@@ -287,11 +280,22 @@ class IdempotentProducer:
         to ``on_error``).
         """
         self._request_flush()
-        if self._loop_running:
-            await self._idle.wait()
-        else:
-            await self._drain_here()
+        await self._wait_for(lambda: not self._in_flight and not self._has_work())
         self._raise_errors()
+
+    async def _wait_for(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()``; without a running background loop, send from this task.
+
+        Cancel-safe: a batch whose send is cancelled is resent later with the same seq.
+        """
+        while not done():
+            if not self._loop_running and self._has_work():
+                await self._drain_here()
+            else:
+                # the loop sends (or another caller's drain does); wait until a send ends
+                if self._changed.is_set():
+                    self._changed = anyio.Event()
+                await self._changed.wait()
 
     def _raise_errors(self) -> None:
         if self._errors:
@@ -303,33 +307,46 @@ class IdempotentProducer:
         """Send pending batches from the caller's task (no background task group)."""
         async with anyio.create_task_group() as tg:
             await self._dispatch_all(tg)
-        self._update_idle()
 
-    def _take_batches(self) -> list[_Batch]:
-        batches = list(self._queue)
-        self._queue.clear()
+    def _has_work(self) -> bool:
+        return bool(self._resend or self._queue or self._pending.messages)
+
+    def _take_batch(self) -> _Batch | None:
+        """The next batch to send: a cancelled one first, then queued, then pending."""
+        if self._resend:
+            return self._resend.pop(0)
+        if self._queue:
+            return self._queue.pop(0)
         if self._pending.messages:
-            batches.append(self._pending)
-            self._pending = _Batch()
-        return batches
+            batch, self._pending = self._pending, _Batch()
+            return batch
+        return None
 
     async def _dispatch_all(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start a send for every batch waiting; cancel-safe (an untaken batch stays queued)."""
         self._flush_requested = False
-        for batch in self._take_batches():
+        while self._has_work():
             await self._slots.acquire()
-            if not self._claimed:
-                # auto_claim: the first batch settles the epoch before pipelining starts
-                while self._in_flight and not self._claimed:
-                    await self._wait_any_in_flight()
-            batch.epoch = self._state.epoch
-            batch.seq = self._state.next_seq
-            self._state.next_seq += 1
+            try:
+                if not self._claimed:
+                    # auto_claim: the first batch settles the epoch before pipelining starts
+                    while self._in_flight and not self._claimed:
+                        if self._changed.is_set():
+                            self._changed = anyio.Event()
+                        await self._changed.wait()
+            except BaseException:
+                self._slots.release()
+                raise
+            batch = self._take_batch()
+            if batch is None:
+                self._slots.release()
+                break
+            if batch.seq < 0:
+                batch.epoch = self._state.epoch
+                batch.seq = self._state.next_seq
+                self._state.next_seq += 1
             self._in_flight[(batch.epoch, batch.seq)] = batch
             tg.start_soon(self._send, batch)
-
-    async def _wait_any_in_flight(self) -> None:
-        if self._in_flight:
-            await next(iter(self._in_flight.values())).done.wait()
 
     async def _send(self, batch: _Batch) -> None:
         key = (batch.epoch, batch.seq)
@@ -345,12 +362,15 @@ class IdempotentProducer:
             auto_claim=self._auto_claim,
             policy=self._retry,
         )
+        cancelled = True
         try:
             batch.result = await AsyncFlowRunner(
                 self._client, flow, wait_for_seqs=self._wait_for_seqs
             ).run()
+            cancelled = False
             self._claimed = True
         except DurableStreamClientError as exc:
+            cancelled = False
             batch.error = exc
             self._errors.append(exc)
             if self._on_error is not None:
@@ -363,13 +383,18 @@ class IdempotentProducer:
             if (flow_batch.epoch, flow_batch.seq) != key:
                 self._in_flight.pop((flow_batch.epoch, flow_batch.seq), None)
             batch.epoch, batch.seq = flow_batch.epoch, flow_batch.seq
-            self._finished[(batch.epoch, batch.seq)] = batch
-            self._prune_finished()
-            batch.done.set()
-            self._buffered -= batch.size
-            self._room.set()
             self._slots.release()
-            self._update_idle()
+            self._changed.set()
+            if cancelled:
+                # the server may or may not have it: resend the same (epoch, seq) later (a
+                # replay of a stored batch answers "duplicate"); its appenders keep waiting
+                self._resend.append(batch)
+                self._resend.sort(key=lambda b: (b.epoch, b.seq))
+            else:
+                self._finished[(batch.epoch, batch.seq)] = batch
+                self._prune_finished()
+                batch.done.set()
+                self._buffered -= batch.size
 
     def _prune_finished(self) -> None:
         limit = 4 * self._max_in_flight + 16
@@ -385,15 +410,6 @@ class IdempotentProducer:
             if batch.error is not None:
                 raise batch.error
 
-    def _update_idle(self) -> None:
-        if (
-            not self._in_flight
-            and not self._pending.messages
-            and not self._queue
-            and not self._idle.is_set()
-        ):
-            self._idle.set()
-
     async def _run_loop(self) -> None:
         """The linger / batching loop; in-flight batches run in a task group nested in it."""
         try:
@@ -407,12 +423,12 @@ class IdempotentProducer:
                                 await self._wakeup.wait()
                                 self._wakeup = anyio.Event()
                     await self._dispatch_all(tg)
-                    self._update_idle()
-                    if self._closed and not self._pending.messages and not self._queue:
+                    if self._closed and not self._has_work():
                         break
         finally:
             self._loop_running = False
             self._loop_done.set()
+            self._changed.set()  # wake waiters: they send what is left themselves
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -455,8 +471,13 @@ class IdempotentProducer:
         body = b""
         if data is not None:
             body = core.encode_append_body(data, self.content_type)
-        flow_batch = core.Batch(body, self._state.epoch, self._state.next_seq, close=True)
-        self._state.next_seq += 1
+        flow_batch = self._closing
+        if flow_batch is None or flow_batch.body != body:
+            flow_batch = core.Batch(body, self._state.epoch, self._state.next_seq, close=True)
+            self._state.next_seq += 1
+        # kept until it succeeds: a retry after a cancellation or an error replays the same
+        # (epoch, seq) instead of leaving a sequence gap
+        self._closing = flow_batch
         flow = core.produce_flow(
             flow_batch,
             url=self.url,
@@ -468,6 +489,7 @@ class IdempotentProducer:
             policy=self._retry,
         )
         result = await AsyncFlowRunner(self._client, flow).run()
+        self._closing = None
         await self.close()
         return CloseResult(final_offset=result.offset or "")
 
