@@ -319,3 +319,34 @@ async def test_a_huge_chunk_reaches_the_app_as_it_arrives() -> None:
                 head, body = await read_response(s, buf)
             assert head.startswith(b"HTTP/1.1 200 ")
             assert body == b"8"
+
+
+async def test_a_stalled_request_body_is_answered_408_and_the_app_sees_a_disconnect() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            seen.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        if seen[-1] == "http.disconnect":
+            return  # nothing to answer: the request never completed
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with anyio.fail_after(10):
+        async with running(app, body_timeout=0.2) as port:
+            for request in (
+                b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
+                b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            ):
+                seen.clear()
+                async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                    await s.send(request)  # and never the rest, without closing
+                    raw = await read_all(s)
+                assert raw.startswith(b"HTTP/1.1 408 "), raw
+                assert b"request body timed out" in raw
+                assert seen[-1] == "http.disconnect"

@@ -17,8 +17,10 @@ What it implements, and nothing more:
   characters, both ``Content-Length`` and ``Transfer-Encoding``, conflicting lengths,
   transfer codings other than ``chunked``, malformed chunks - the usual request-smuggling
   vectors are refused rather than interpreted.
-* Timeouts: a request head must arrive within ``head_timeout`` seconds of its first byte, an
-  idle keep-alive connection is closed after ``keep_alive_timeout``.
+* Timeouts: a request head must arrive within ``head_timeout`` seconds of its first byte; a
+  request body that stalls (no byte for ``body_timeout`` seconds) is answered 408 and the
+  app sees ``http.disconnect``; an idle keep-alive connection is closed after
+  ``keep_alive_timeout``.
 * ``http.disconnect``: once a request's body is consumed, the app's next ``receive()`` waits
   for the client to go away (what an SSE handler watches).
 * ASGI lifespan (startup / shutdown), run for the whole life of :func:`serve_http1`.
@@ -68,6 +70,7 @@ _REASONS: Final = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
     413: "Content Too Large",
@@ -89,12 +92,14 @@ class HTTP1Limits:
         max_head_size: int = 64 * 1024,
         max_headers: int = 100,
         head_timeout: float = 30.0,
+        body_timeout: float = 30.0,
         keep_alive_timeout: float = 75.0,
         shutdown_timeout: float = 2.0,
     ) -> None:
         self.max_head_size = max_head_size
         self.max_headers = max_headers
         self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
         self.keep_alive_timeout = keep_alive_timeout
         self.shutdown_timeout = shutdown_timeout
 
@@ -428,31 +433,34 @@ class _Connection:
                 continue_pending = False
                 await self._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
-                if remaining is not None:  # Content-Length
-                    if not self.buf:
-                        await self._fill()
-                    take = min(remaining, len(self.buf))
-                    data = bytes(self.buf[:take])
-                    del self.buf[:take]
-                    remaining -= take
-                    body_done = request_ended = remaining == 0
+                with anyio.move_on_after(self.limits.body_timeout):
+                    if remaining is not None:  # Content-Length
+                        if not self.buf:
+                            await self._fill()
+                        take = min(remaining, len(self.buf))
+                        data = bytes(self.buf[:take])
+                        del self.buf[:take]
+                        remaining -= take
+                        body_done = request_ended = remaining == 0
+                    else:
+                        data = await self._read_chunk()
+                        body_done = request_ended = not data
                     return {"type": "http.request", "body": data, "more_body": not body_done}
-                data = await self._read_chunk()
-                body_done = request_ended = not data
-                return {"type": "http.request", "body": data, "more_body": not body_done}
+                failure = _BadRequest("request body timed out", 408)
             except _Closed:
                 gone = True
                 body_done = True
                 return {"type": "http.disconnect"}
             except _BadRequest as exc:
-                # A malformed body: answer 400 now (unless a response began) and let the
-                # app see a disconnect; whatever it sends afterwards is dropped.
-                gone = True
-                body_done = True
-                if not started:
-                    started = finished = True
-                    await self._reject(exc.status, str(exc))
-                return {"type": "http.disconnect"}
+                failure = exc
+            # A malformed or stalled body: answer 400/408 now (unless a response began), let
+            # the app see a disconnect; whatever it sends afterwards is dropped.
+            gone = True
+            body_done = True
+            if not started:
+                started = finished = True
+                await self._reject(failure.status, str(failure))
+            return {"type": "http.disconnect"}
 
         async def send(message: Message) -> None:
             nonlocal started, finished, chunked_out, close_delimited, no_body, pending_head
