@@ -166,6 +166,22 @@ def test_wire_format_sorted_params_and_single_json_encoding() -> None:
         assert keys == sorted(keys)
 
 
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), [1, float("-inf")], "NaN", b"[Infinity]"]
+)
+def test_nan_and_infinity_are_refused_before_sending(bad: object) -> None:
+    """Not JSON (servers answer 400, which used to wedge a producer's sequence)."""
+    with httpx2.Client(transport=httpx2.MockTransport(lambda r: httpx2.Response(500))) as client:
+        s = DurableStream("http://x/v1/stream/s", content_type="application/json", client=client)
+        with pytest.raises(ValueError, match="not valid JSON"):
+            s.append(bad)
+    producer = IdempotentProducer("http://x/v1/stream/s", "p", content_type="application/json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        producer.append_nowait(bad)
+    assert producer.pending_count == 0
+    anyio.run(producer.close)
+
+
 # -- resources ----------------------------------------------------------------------------------
 
 

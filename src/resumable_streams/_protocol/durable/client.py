@@ -572,7 +572,7 @@ def encode_json_value(data: Any) -> bytes:
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
         try:
-            json.loads(raw)
+            json.loads(raw, parse_constant=_reject_constant)
         except ValueError as exc:
             raise ValueError(
                 f"on a JSON stream, bytes/str are pre-serialized JSON; {raw[:80]!r} is not "
@@ -581,11 +581,21 @@ def encode_json_value(data: Any) -> bytes:
         return raw
     if isinstance(data, str):
         return encode_json_value(data.encode("utf-8"))
-    return _JSON_ENCODER.encode(data).encode("utf-8")
+    try:
+        return _JSON_ENCODER.encode(data).encode("utf-8")
+    except ValueError as exc:  # NaN / Infinity: not JSON, servers answer 400
+        raise ValueError(f"{data!r} is not valid JSON: {exc}") from exc
 
 
-_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""Compact UTF-8 JSON; one shared encoder (``json.dumps`` builds one per call: ~1.5x slower)."""
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""Compact UTF-8 JSON; one shared encoder (``json.dumps`` builds one per call: ~1.5x slower).
+
+``allow_nan=False``: ``NaN`` / ``Infinity`` are not JSON (RFC 8259) and servers refuse them.
+"""
 
 
 def json_batch_body(messages: Sequence[bytes]) -> bytes:
