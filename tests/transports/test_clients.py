@@ -119,6 +119,39 @@ async def test_client_resumes_through_cuts_byte_for_byte(
                     assert reader.reconnects >= 1
 
 
+#: ~300 KB of text in 1,000-character chunks: a resume replays most of it at once.
+BIG_CHUNKS = ["".join(PIECES[(i + j) % len(PIECES)] for j in range(200))[:1000] for i in range(300)]
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+async def test_replay_larger_than_a_connection_still_progresses(
+    make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str
+) -> None:
+    # Every connection dies after 48 KB; a reconnect's replay is far larger. The server
+    # cuts the replay into several messages, so each connection advances the client.
+    source = Source(BIG_CHUNKS)
+    produced = "".join(BIG_CHUNKS)
+    with anyio.fail_after(60):
+        async with make_ctx() as ctx:
+            app = make_app(ctx, {"s": source})
+            async with run_asgi(app, asgi_server) as host:
+                port = int(host.rsplit(":", 1)[1])
+                async with TCPProxy("127.0.0.1", port) as proxy:
+                    proxy.cut_after(48_000)
+                    scheme = "http" if kind == "sse" else "ws"
+                    opener = open_resumable_sse if kind == "sse" else open_resumable_websocket
+                    reader = opener(f"{scheme}://127.0.0.1:{proxy.port}/{kind}/s", retry=FAST_RETRY)
+                    received: list[str] = []
+                    async with reader:
+                        async for text in reader:
+                            received.append(text)
+                            if reader.position == utf16_len(produced):
+                                break
+                    source.finish.set()
+                    assert "".join(received) == produced
+                    assert reader.reconnects >= 2
+
+
 @pytest.mark.parametrize("kind", ["sse", "ws"])
 async def test_client_end_states(
     make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str

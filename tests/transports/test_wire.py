@@ -27,6 +27,7 @@ from resumable_streams._protocol.transport import (
     is_retryable_close,
     parse_position,
     parse_ws_hello,
+    split_chunk,
     truncate_reason,
 )
 from resumable_streams.errors import TransportProtocolError
@@ -147,3 +148,22 @@ def test_truncate_reason_fits_a_close_frame(reason: str) -> None:
     assert len(out.encode()) <= MAX_CLOSE_REASON
     if len(reason.encode()) <= MAX_CLOSE_REASON:
         assert out == reason
+
+
+@given(st.text(max_size=200), st.integers(0, 1000), st.integers(1, 40))
+def test_split_chunk_pieces_continue_each_other(text: str, before: int, size: int) -> None:
+    end = before + utf16_len(text)
+    pieces = split_chunk(text, end, size)
+    tracker = ChunkTracker(before)
+    assert "".join(tracker.accept(Chunk(piece, at)) for piece, at in pieces) == text
+    assert tracker.position == end
+    assert all(len(piece) <= size for piece, _ in pieces)
+
+
+def test_split_chunk_keeps_pairs_and_lone_surrogates() -> None:
+    text = "a😀\r\n\ud83d𝄞b"
+    pieces = split_chunk(text, 100, 1)
+    assert [piece for piece, _ in pieces] == ["a", "😀", "\r", "\n", "\ud83d", "𝄞", "b"]
+    assert [at for _, at in pieces] == [92, 94, 95, 96, 97, 99, 100]
+    with pytest.raises(ValueError, match="0"):
+        split_chunk("x", 1, 0)

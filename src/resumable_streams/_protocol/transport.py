@@ -56,6 +56,7 @@ __all__ = [
     "is_retryable_close",
     "parse_position",
     "parse_ws_hello",
+    "split_chunk",
     "truncate_reason",
 ]
 
@@ -65,6 +66,11 @@ FAILED_EVENT: Final = "failed"
 MAX_POSITION: Final = 2**53 - 1
 #: Close reasons are limited to 123 bytes by RFC 6455.
 MAX_CLOSE_REASON: Final = 123
+#: Servers cut chunks longer than this many code points (<= 2x as many UTF-16 units) into
+#: several messages, so that a large replay reaches a client as many messages: a connection
+#: that keeps dropping still advances the client's position instead of cutting the same
+#: whole-replay message on every reconnect.
+MAX_MESSAGE_CHARS: Final = 16384
 
 
 class CloseCode(IntEnum):
@@ -148,6 +154,26 @@ def _json_text(text: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate: keep it, as JavaScript would, escaped
         dumped = json.dumps(text)
     return dumped
+
+
+def split_chunk(text: str, end: int, max_chars: int = MAX_MESSAGE_CHARS) -> list[tuple[str, int]]:
+    """``text`` (ending at position ``end``) as pieces of at most ``max_chars`` code points.
+
+    Each piece comes with the position after it; the last one ends at ``end``. Cutting at
+    code points never splits a surrogate pair (an astral character is one code point), so
+    the pieces joined are ``text`` exactly, in Python as in JavaScript.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+    if len(text) <= max_chars:
+        return [(text, end)]
+    position = end - utf16_len(text)
+    pieces: list[tuple[str, int]] = []
+    for start in range(0, len(text), max_chars):
+        piece = text[start : start + max_chars]
+        position += utf16_len(piece)
+        pieces.append((piece, position))
+    return pieces
 
 
 # -- SSE ---------------------------------------------------------------------------------

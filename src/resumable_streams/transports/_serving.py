@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from .._protocol.transport import split_chunk
 from ..errors import SlowConsumerError
 from ..resumable.context import ResumableStreamContext
 from ..resumable.producer import MakeStream
@@ -50,6 +51,10 @@ class Outcome:
 async def relay(stream: ResumableStream, emit: Callable[[str, int], Awaitable[None]]) -> Outcome:
     """Pass each non-empty chunk with the position after it to ``emit``; say how it ended.
 
+    A chunk longer than :data:`~resumable_streams._protocol.transport.MAX_MESSAGE_CHARS`
+    (a large replay) is passed as several pieces, each with the position after it, so a
+    client whose connections keep dropping mid-replay still makes progress.
+
     A producer error (seen only by the creator's iterator) is logged and reported as
     ``failed``; a consumer that fell too far behind gets ``retry`` and resumes from its
     position. Cancellation (a client gone) propagates; the producer keeps running.
@@ -65,4 +70,5 @@ async def relay(stream: ResumableStream, emit: Callable[[str, int], Awaitable[No
             logger.exception("stream %r: the producer failed", stream.stream_id)
             return Outcome("failed", stream.position)
         if chunk:
-            await emit(chunk, stream.position)
+            for piece, end in split_chunk(chunk, stream.position):
+                await emit(piece, end)
