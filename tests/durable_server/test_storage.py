@@ -165,7 +165,9 @@ async def test_ttl_expiry_and_sweep(storage: StreamStorage) -> None:
         with pytest.raises(Rejected):
             await storage.head("ttl", now=NOW + 19)
         await storage.create("gone", CreateRequest("text/plain", ttl=1), now=NOW)
+        waiter = storage.notifier.event("gone")  # a live reader of "gone"
         assert await storage.sweep(now=NOW + 100) >= 1
+        await waiter.wait()  # woken by the sweep, as by a DELETE (Redis: through pub/sub)
         created = await storage.create("gone", CreateRequest("text/plain"), now=NOW + 100)
         assert created.created
 

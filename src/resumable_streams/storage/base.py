@@ -273,14 +273,18 @@ def txn_delete(txn: SyncTxn, name: str, *, now: float) -> None:
         txn.put_meta(source)
 
 
-def txn_sweep(txn: SyncTxn, names: Sequence[str], *, now: float) -> int:
-    """Expire every stream in ``names`` whose deadline has passed."""
-    removed = 0
+def txn_sweep(txn: SyncTxn, names: Sequence[str], *, now: float) -> list[str]:
+    """Expire every stream in ``names`` whose deadline has passed; return the expired names.
+
+    The engine wakes their live readers (:meth:`Notifier.notify`) once this is committed, so
+    a reader waiting on an expired stream learns of it at once, as after a DELETE.
+    """
+    removed: list[str] = []
     for name in names:
         meta = txn.get_meta(name)
         if meta is not None and not meta.soft_deleted and is_expired(meta, now):
             _expire(txn, meta)
-            removed += 1
+            removed.append(name)
     return removed
 
 

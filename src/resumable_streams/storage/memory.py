@@ -158,7 +158,10 @@ class MemoryStorage(StreamStorage):
 
     async def sweep(self, *, now: float) -> int:
         """Remove expired streams."""
-        return txn_sweep(self._txn, list(self._streams), now=now)
+        removed = txn_sweep(self._txn, list(self._streams), now=now)
+        for name in removed:
+            self.notifier.notify(name)
+        return len(removed)
 
     async def list_streams(self, *, now: float, limit: int | None = None) -> list[StreamMeta]:
         """The live streams' metadata, sorted by name (see :meth:`StreamStorage.list_streams`)."""

@@ -915,4 +915,4 @@ def _sweep_one(txn: _BufferedTxn, *, name: str, now: float) -> int:
     removed = txn_sweep(txn, [name], now=now)
     if removed:
         txn.notify.append(name)
-    return removed
+    return len(removed)

@@ -421,13 +421,16 @@ class SqliteStorage(StreamStorage):
     async def sweep(self, *, now: float) -> int:
         """Remove expired streams (found through the indexed deadline column)."""
 
-        def run(txn: _SqliteTxn) -> int:
+        def run(txn: _SqliteTxn) -> list[str]:
             rows = txn.conn.execute(
                 "SELECT name FROM streams WHERE deadline IS NOT NULL AND deadline <= ?", (now,)
             ).fetchall()
             return txn_sweep(txn, [row[0] for row in rows], now=now)
 
-        return await self._write(run)
+        removed = await self._write(run)
+        for name in removed:
+            self.notifier.notify(name)
+        return len(removed)
 
     async def list_streams(self, *, now: float, limit: int | None = None) -> list[StreamMeta]:
         """The live streams' metadata, sorted by name (see :meth:`StreamStorage.list_streams`)."""
