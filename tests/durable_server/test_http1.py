@@ -199,6 +199,11 @@ async def test_head_and_app_errors() -> None:
             b"400",
             b"malformed chunk size",
         ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a\nb\r\nabc\r\n0\r\n\r\n",
+            b"400",
+            b"control character in a chunk extension",
+        ),
         (b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", b"431", b"too large"),
     ],
 )

@@ -240,9 +240,12 @@ class _Connection:
         """
         if self.chunk_left == 0:
             line = await self._read_line()
-            size_text = line.split(b";", 1)[0].strip()
+            size_text, _, extensions = line.partition(b";")
+            size_text = size_text.strip(b" \t")
             if not size_text or len(size_text) > 16 or not _is_hex(size_text):
                 raise _BadRequest("malformed chunk size")
+            if _BAD_VALUE.search(extensions):  # a bare CR or LF: framing others may read apart
+                raise _BadRequest("control character in a chunk extension")
             size = int(size_text, 16)
             if size == 0:
                 trailers = 0
