@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +13,9 @@ import anyio
 import anyio.abc
 import pytest
 
+from resumable_streams.durable.server.app import DurableStreamsApp
 from resumable_streams.durable.server.http1 import HTTP1Limits, serve_http1
+from resumable_streams.storage import MemoryStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -355,3 +360,25 @@ async def test_a_stalled_request_body_is_answered_408_and_the_app_sees_a_disconn
                 assert raw.startswith(b"HTTP/1.1 408 "), raw
                 assert b"request body timed out" in raw
                 assert seen[-1] == "http.disconnect"
+
+
+async def test_a_client_gone_before_its_long_poll_answer_is_not_an_app_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A send on a closed connection raises an OSError (ASGI); the app takes it as "gone"."""
+    app = DurableStreamsApp(MemoryStorage(), long_poll_timeout=0.2)
+    with anyio.fail_after(10):
+        async with running(app) as port:
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"PUT /v1/stream/a HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert (await read_response(s, bytearray()))[0].startswith(b"HTTP/1.1 201 ")
+            for _ in range(3):
+                s = await anyio.connect_tcp("127.0.0.1", port)
+                raw = s.extra(anyio.abc.SocketAttribute.raw_socket)
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await s.send(b"GET /v1/stream/a?offset=-1&live=long-poll HTTP/1.1\r\n\r\n")
+                await anyio.sleep(0.05)
+                await s.aclose()  # a reset: the 204 that comes later cannot be sent
+        # leaving `running` waits for the long-polls: they time out and try to answer
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []

@@ -24,6 +24,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from ..._core.groups import unwrap_single
 from ..._protocol.durable import headers as h
 from ..._protocol.durable.cursor import next_cursor
 from ..._protocol.durable.jsonmode import records_to_array
@@ -164,7 +165,10 @@ class _Request:
             if self.started:
                 raise RuntimeError("response already started")
             self.started = True
-        await self._send(message)
+        try:
+            await self._send(message)
+        except OSError:  # ASGI: a send on a connection the client closed
+            raise _ClientGone from None
 
     def param(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -493,12 +497,13 @@ class DurableStreamsApp:
         if binary:
             raw.append((h.SSE_DATA_ENCODING.lower().encode(), b"base64"))
         await req.send({"type": "http.response.start", "status": 200, "headers": raw})
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_disconnect, req, tg.cancel_scope)
-            try:
-                await self._sse_body(req, name, start, first, binary)
-            finally:
-                tg.cancel_scope.cancel()
+        with unwrap_single():  # a vanished client: _ClientGone, not a group of it
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_disconnect, req, tg.cancel_scope)
+                try:
+                    await self._sse_body(req, name, start, first, binary)
+                finally:
+                    tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(1), suppress(Exception):
             await req.send({"type": "http.response.body", "body": b""})
 

@@ -110,8 +110,12 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class _Closed(Exception):
-    """The peer closed the connection (or it broke)."""
+class _Closed(OSError):
+    """The peer closed the connection (or it broke).
+
+    An :class:`OSError`, as ASGI asks of a ``send()`` on a closed connection, so an app can
+    tell a vanished client from its own failure.
+    """
 
 
 _date_cache: list[Any] = [0, b""]
