@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from resumable_streams._protocol.durable.planning import CreateRequest
 from resumable_streams.durable.server.app import DurableStreamsApp
 from resumable_streams.durable.server.http1 import HTTP1Limits, serve_http1
 from resumable_streams.storage import MemoryStorage
@@ -382,3 +384,27 @@ async def test_a_client_gone_before_its_long_poll_answer_is_not_an_app_error(
         # leaving `running` waits for the long-polls: they time out and try to answer
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+async def test_sse_on_a_stream_recreated_shorter_ends_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reader's offset is past the new tail: its SSE response ends, not errors out."""
+    storage = MemoryStorage()
+    app = DurableStreamsApp(storage)
+    with anyio.fail_after(10):
+        async with running(app) as port:
+            await storage.create("a", CreateRequest("text/plain", body=b"hello"), now=time.time())
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(
+                    b"GET /v1/stream/a?offset=0000000000000000_0000000000000005&live=sse "
+                    b"HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                )
+                raw = b""
+                while b"upToDate" not in raw:  # the reader waits at the tail
+                    raw += await s.receive()
+                await storage.delete("a", now=time.time())
+                await storage.create("a", CreateRequest("text/plain"), now=time.time())
+                raw += await read_all(s)
+            assert raw.endswith(b"\r\n0\r\n\r\n")  # the chunked response was ended properly
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -252,6 +252,9 @@ class DurableStreamsApp:
     async def _error(
         self, req: _Request, status: int, reason: str, headers: dict[str, str] | None = None
     ) -> None:
+        if req.started:  # too late for an error response: the started one just ends
+            logger.debug("%d %s after the response started", status, reason)
+            return
         out = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
         out.update(headers or {})
         await self._respond(req, status, out, reason.encode())
@@ -544,8 +547,8 @@ class DurableStreamsApp:
             if result is None:
                 try:
                     result = await self._read(name, position)
-                except Rejected:
-                    return  # deleted or expired while streaming
+                except (Rejected, BadRequest):
+                    return  # deleted, expired or re-created (shorter) while streaming
             meta = result.meta
             if result.records:
                 data = b"".join(record.data for record in result.records)
