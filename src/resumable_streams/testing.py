@@ -28,6 +28,8 @@ from types import TracebackType
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
+import anyio.streams.stapled
 
 __all__ = ["RedisServer", "RedisServerMissingError", "TCPProxy", "free_port"]
 
@@ -159,8 +161,21 @@ class TCPProxy:
     A cut closes both sides at once, mid-message if need be (the client sees a reset or
     EOF, the server a broken pipe). ``cut_after(n)`` applies to each connection accepted
     afterwards (``None`` = never); ``next_budget`` may instead be a callable returning the
-    budget per connection. :attr:`accepted` counts connections, :attr:`cuts` the cut ones.
+    budget per connection. :attr:`accepted` counts connections, :attr:`cuts` the cut ones,
+    :attr:`open_connections` those still open.
+
+    Leaving the block closes what is still open (a client such as a browser may keep idle
+    connections): the client sides at once; each server side with an end-of-file, then - for
+    up to :attr:`exit_grace` seconds - waiting until the server closed its end too, then
+    closing it. So when the block is left, a server that closes on end-of-file (uvicorn,
+    hypercorn on trio) has seen every connection end and closed its socket while its event
+    loop still runs: tests need not close the connections themselves before leaving.
     """
+
+    exit_grace: float = 1.0
+    """How long leaving the block waits for the server to close each connection's far end
+    (an upper bound: hypercorn on asyncio keeps an idle half-closed connection open until its
+    keep-alive timeout)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target_host = target_host
@@ -171,8 +186,14 @@ class TCPProxy:
         self.budget: Callable[[int], int | None] = lambda _index: None
         self._scopes: set[anyio.CancelScope] = set()
         self._tg: anyio.abc.TaskGroup | None = None
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self._listener: anyio.streams.stapled.MultiListener[anyio.abc.SocketStream] | None = None
         self._open: set[anyio.abc.SocketStream] = set()
+        self._exiting = False
+
+    @property
+    def open_connections(self) -> int:
+        """How many proxied connections are open (accepted and not yet closed)."""
+        return len(self._scopes)
 
     def cut_after(self, nbytes: int | None) -> None:
         """Cut each later connection after ``nbytes`` bytes from the server (``None``: never)."""
@@ -189,14 +210,44 @@ class TCPProxy:
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(listener.serve, self._handle)
+        for one in listener.listeners:
+            self._tg.start_soon(self._accept_loop, one, self._tg)
         return self
+
+    async def _accept_loop(
+        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], tg: anyio.abc.TaskGroup
+    ) -> None:
+        if not isinstance(listener, anyio.abc.SocketListener):
+            raise TypeError(f"expected a socket listener, got {listener!r}")
+        while True:
+            client = await listener.accept()
+            # Owned from here: closed on exit even if its handler never gets to run (asyncio
+            # does not start a task cancelled before its first step).
+            self._open.add(client)
+            tg.start_soon(self._handle, client)
 
     async def _forget(self, *streams: anyio.abc.SocketStream) -> None:
         with anyio.CancelScope(shield=True):
             for stream in streams:
                 self._open.discard(stream)
                 await anyio.aclose_forcefully(stream)
+            await anyio.lowlevel.checkpoint()  # let asyncio finish the closes it scheduled
+
+    async def _close_upstream(self, server: anyio.abc.SocketStream) -> None:
+        """Half-close ``server`` and wait (bounded) until the server closed its end too."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.exit_grace):
+            try:
+                await server.send_eof()
+                while True:
+                    await server.receive(65536)
+            except (
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                OSError,
+            ):
+                pass
+        await self._forget(server)
 
     async def __aexit__(
         self,
@@ -206,6 +257,7 @@ class TCPProxy:
     ) -> bool | None:
         assert self._tg is not None
         assert self._listener is not None
+        self._exiting = True
         self._tg.cancel_scope.cancel()
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
@@ -215,7 +267,6 @@ class TCPProxy:
             await self._listener.aclose()
 
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
-        self._open.add(client)
         index = self.accepted
         self.accepted += 1
         budget = self.budget(index)
@@ -235,8 +286,12 @@ class TCPProxy:
                     tg.start_soon(self._pump, client, server, None, tg.cancel_scope)
                     tg.start_soon(self._pump, server, client, budget, tg.cancel_scope)
             finally:
+                await self._forget(client)
+                if self._exiting and not scope.cancel_called:
+                    await self._close_upstream(server)
+                else:
+                    await self._forget(server)
                 self._scopes.discard(scope)
-                await self._forget(client, server)
         if scope.cancel_called:
             self.cuts += 1
 
