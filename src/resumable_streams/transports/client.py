@@ -355,6 +355,9 @@ class _WebSocketReader(ResumingReader):
         except DROPPED as exc:
             await ws.aclose()
             raise _Drop(f"connection lost: {exc!r}") from exc
+        except BaseException:  # cancelled (or a timeout) before the socket was handed over
+            await ws.aclose()
+            raise
         self._ws = ws
 
     async def _receive(self) -> list[Chunk | End]:
