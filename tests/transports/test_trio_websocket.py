@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
 
 from resumable_streams import ResumableStreamContext
-from resumable_streams.errors import RemoteStreamNotFoundError
+from resumable_streams.errors import ReconnectFailedError, RemoteStreamNotFoundError
 from resumable_streams.resumable.producer import MakeStream
 from resumable_streams.testing import TCPProxy
-from resumable_streams.transports import open_resumable_websocket, serve_resumable_websockets
+from resumable_streams.transports import (
+    RetryPolicy,
+    open_resumable_websocket,
+    serve_resumable_websockets,
+)
 
 from .test_clients import FAST_RETRY, PRODUCED, Source, read_until_complete
 
@@ -55,4 +59,36 @@ async def test_trio_websocket_server_resumes_through_cuts(
                     url = f"ws://127.0.0.1:{server.port}{path}"
                     with pytest.raises(RemoteStreamNotFoundError, match=match):
                         await open_resumable_websocket(url, retry=FAST_RETRY).read_all()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("backend_url", ["memory"], indirect=True)
+async def test_a_failing_session_does_not_take_the_server_down(
+    make_ctx: Callable[..., ResumableStreamContext], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def hello() -> AsyncIterator[str]:
+        yield "hello 😀"
+
+    def make_stream(stream_id: str) -> MakeStream | None:
+        if stream_id == "bad":
+            raise RuntimeError(f"no source for {stream_id!r}")
+        return hello
+
+    once = RetryPolicy(max_retries=1, initial_delay=0.001, max_delay=0.002)
+    with trio.fail_after(30):
+        async with make_ctx() as ctx, trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_resumable_websockets(
+                    ctx, "127.0.0.1", 0, make_stream=make_stream, task_status=task_status
+                )
+            )
+            url = f"ws://127.0.0.1:{server.port}"
+            # The failure is the server's (1011, retried like any server error)...
+            with pytest.raises(ReconnectFailedError, match="1011") as failed:
+                await open_resumable_websocket(f"{url}/bad", retry=once).read_all()
+            assert failed.value.position == 0
+            assert "no source for 'bad'" in caplog.text
+            # ...and the server still serves everyone else.
+            assert await open_resumable_websocket(f"{url}/good").read_all() == "hello 😀"
             nursery.cancel_scope.cancel()

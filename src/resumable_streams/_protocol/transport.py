@@ -20,6 +20,7 @@ WebSocket (text frames, JSON)::
     server -> client   {"position": P, "text": "..."}  one per chunk, P = position after it
     server closes      1000 done | 4400 bad request | 4404 not found | 4410 finished before
                        this connection | 4500 producer failed | 4503 try again later (resume)
+                       | 1011 server error (resume)
 
 :class:`ChunkTracker` is the client half: it checks that every chunk starts exactly where
 the previous one ended and remembers where to resume.
@@ -87,6 +88,8 @@ class CloseCode(IntEnum):
     GONE = 4410
     """The stream had finished before this connection: the tail past the client's position
     may be lost (finished streams are not kept); do not retry."""
+    INTERNAL_ERROR = 1011
+    """The server failed while serving this connection (logged there); resume."""
     FAILED = 4500
     """The producer failed; the reason carries its error; do not retry."""
     RETRY = 4503

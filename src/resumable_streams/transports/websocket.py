@@ -14,6 +14,7 @@ with a code that says how it ended:
 4503   try again: resume from your position (no producer answered, or you
        fell too far behind)
 1001   the server is going away: resume (elsewhere)
+1011   the server failed serving this connection (logged there): resume
 ====== ===================================================================
 
 Both servers run the same :func:`run_session` on a tiny connection interface, so the protocol
@@ -254,15 +255,26 @@ async def serve_resumable_websockets(
     from trio_websocket import serve_websocket
 
     async def handler(request: Any) -> None:
-        stream_id = stream_id_for_path(request.path)
-        if stream_id is None:
-            await request.reject(404, body=b"no stream at this path")
-            return
-        ws = await request.accept()
-        source = make_stream(stream_id) if make_stream is not None else None
-        await run_session(
-            _TrioWebSocketConnection(ws), ctx, stream_id, source, hello_timeout=hello_timeout
-        )
+        # trio-websocket lets a handler's exception crash the whole server: one failing
+        # session (a user callback, a storage error) is logged and closed with 1011 instead,
+        # as an ASGI server would.
+        conn: _TrioWebSocketConnection | None = None
+        try:
+            stream_id = stream_id_for_path(request.path)
+            if stream_id is None:
+                await request.reject(404, body=b"no stream at this path")
+                return
+            conn = _TrioWebSocketConnection(await request.accept())
+            source = make_stream(stream_id) if make_stream is not None else None
+            await run_session(conn, ctx, stream_id, source, hello_timeout=hello_timeout)
+        except Exception:
+            logger.exception("WebSocket session at %r failed", request.path)
+            if conn is None:
+                with suppress(Exception):
+                    await request.reject(500, body=b"internal server error")
+            else:
+                with suppress(Exception):
+                    await conn.close(CloseCode.INTERNAL_ERROR, "internal server error")
 
     serve: Callable[..., Awaitable[None]] = serve_websocket
     await serve(
