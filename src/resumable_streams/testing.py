@@ -162,7 +162,9 @@ class TCPProxy:
     EOF, the server a broken pipe). ``cut_after(n)`` applies to each connection accepted
     afterwards (``None`` = never); ``next_budget`` may instead be a callable returning the
     budget per connection. :attr:`accepted` counts connections, :attr:`cuts` the cut ones,
-    :attr:`open_connections` those still open.
+    :attr:`open_connections` those still open. With :attr:`stall` set, a connection whose
+    budget is spent is not cut: nothing more from the server reaches the client, which sees
+    no end either (a dead network path), until the client closes.
 
     Leaving the block closes what is still open (a client such as a browser may keep idle
     connections): the client sides at once; each server side with an end-of-file, then - for
@@ -189,6 +191,8 @@ class TCPProxy:
         self._listener: anyio.streams.stapled.MultiListener[anyio.abc.SocketStream] | None = None
         self._open: set[anyio.abc.SocketStream] = set()
         self._exiting = False
+        self.stall = False
+        """Whether a spent budget silences the connection instead of cutting it."""
 
     @property
     def open_connections(self) -> int:
@@ -311,6 +315,8 @@ class TCPProxy:
                 await sink.send(data)
                 if budget == 0:
                     self.cuts += 1
+                    if self.stall:
+                        await anyio.sleep_forever()  # until cut_all() or the block ends
                     break
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass

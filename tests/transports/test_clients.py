@@ -153,6 +153,34 @@ async def test_replay_larger_than_a_connection_still_progresses(
 
 
 @pytest.mark.parametrize("kind", ["sse", "ws"])
+async def test_idle_timeout_reopens_a_silently_dead_connection(
+    make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str
+) -> None:
+    # The first connection goes silent mid-stream without closing (a dead network path):
+    # without idle_timeout the client would wait forever; with it, it re-opens and resumes.
+    source = Source()
+    with anyio.fail_after(60):
+        async with make_ctx() as ctx:
+            app = make_app(ctx, {"s": source})
+            async with run_asgi(app, asgi_server) as host:
+                port = int(host.rsplit(":", 1)[1])
+                async with TCPProxy("127.0.0.1", port) as proxy:
+                    proxy.stall = True
+                    proxy.budget = lambda i: 900 if i == 0 else None
+                    scheme = "http" if kind == "sse" else "ws"
+                    opener = open_resumable_sse if kind == "sse" else open_resumable_websocket
+                    reader = opener(
+                        f"{scheme}://127.0.0.1:{proxy.port}/{kind}/s",
+                        retry=FAST_RETRY,
+                        idle_timeout=0.5,
+                    )
+                    assert await read_until_complete(reader) == PRODUCED
+                    source.finish.set()
+                    assert reader.reconnects >= 1
+                    assert proxy.cuts >= 1
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
 async def test_client_end_states(
     make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str
 ) -> None:
@@ -227,6 +255,8 @@ def test_client_arguments_are_checked() -> None:
         open_resumable_sse("http://x", position=-5)
     with pytest.raises(ConfigurationError, match="0"):
         open_resumable_sse("http://x", connect_timeout=0)
+    with pytest.raises(ConfigurationError, match="-1"):
+        open_resumable_websocket("ws://x", idle_timeout=-1)
     assert issubclass(RequestRejectedError, Exception)
 
 

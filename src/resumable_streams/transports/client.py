@@ -28,6 +28,7 @@ import logging
 import ssl
 import warnings
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar
 
@@ -99,6 +100,7 @@ class Reconnecting(Generic[T]):
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
         connect_timeout: float = 10.0,
+        idle_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         websocket: bool,
     ) -> None:
@@ -108,9 +110,14 @@ class Reconnecting(Generic[T]):
             raise ConfigurationError(f"retry must be a RetryPolicy, got {retry!r}")
         if isinstance(connect_timeout, bool) or not connect_timeout > 0:
             raise ConfigurationError(f"connect_timeout must be > 0, got {connect_timeout!r}")
+        if idle_timeout is not None and (isinstance(idle_timeout, bool) or not idle_timeout > 0):
+            raise ConfigurationError(f"idle_timeout must be > 0 or None, got {idle_timeout!r}")
         self.url = url
         self.retry = retry
         self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        """Seconds without any byte (SSE: heartbeats count) or message (WebSocket) after
+        which the connection is taken for dead and re-opened; ``None``: wait forever."""
         self.ssl_context = ssl_context
         self._pending: deque[Any] = deque()
         self._failures = 0
@@ -127,6 +134,15 @@ class Reconnecting(Generic[T]):
     def _where(self) -> tuple[str, int]:
         """Where the reader stands, for error messages, and its position (0 if none)."""
         return "", 0
+
+    def _idle(self) -> AbstractContextManager[object]:
+        """Wrap one read from the connection: :class:`TimeoutError` after ``idle_timeout``."""
+        if self.idle_timeout is None:
+            return nullcontext()
+        return anyio.fail_after(self.idle_timeout)
+
+    def _silent(self) -> _Drop:
+        return _Drop(f"nothing received for {self.idle_timeout}s")
 
     # -- subclass hooks ---------------------------------------------------------------------
 
@@ -317,9 +333,12 @@ class _SSEReader(ResumingReader):
         assert self._response is not None
         while True:
             try:
-                data = await self._response.receive_body()
+                with self._idle():
+                    data = await self._response.receive_body()
             except DROPPED as exc:
                 raise _Drop(f"connection lost: {exc!r}") from exc
+            except TimeoutError:
+                raise self._silent() from None
             if not data:
                 raise _Drop("the response ended without a done event")
             items: list[Chunk | End] = []
@@ -362,7 +381,11 @@ class _WebSocketReader(ResumingReader):
 
     async def _receive(self) -> list[Chunk | End]:
         assert self._ws is not None
-        message = await self._ws.receive()
+        try:
+            with self._idle():
+                message = await self._ws.receive()
+        except TimeoutError:
+            raise self._silent() from None
         if not isinstance(message, Closed):
             return [decode_ws_chunk(message)]
         code, reason = message.code, message.reason
@@ -391,6 +414,7 @@ def open_resumable_sse(
     headers: dict[str, str] | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
     connect_timeout: float = 10.0,
+    idle_timeout: float | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> ResumingReader:
     """Read a :class:`~resumable_streams.transports.ResumableSSEResponse` endpoint, resuming.
@@ -398,6 +422,8 @@ def open_resumable_sse(
     ``async with open_resumable_sse(url) as stream: async for text in stream: ...`` - entering
     connects (raising at once for 404 / 400 / a finished stream). ``position`` starts past 0
     (sent as ``Last-Event-ID``); ``headers`` go on every request (e.g. ``Authorization``).
+    ``idle_timeout`` re-opens a connection silent for that long (heartbeats count: a few
+    times the server's ``heartbeat`` detects a dead network path); ``None`` waits forever.
     """
     return _SSEReader(
         url,
@@ -405,6 +431,7 @@ def open_resumable_sse(
         position=position,
         retry=retry,
         connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
         ssl_context=ssl_context,
     )
 
@@ -415,17 +442,21 @@ def open_resumable_websocket(
     position: int = 0,
     retry: RetryPolicy = DEFAULT_RETRY,
     connect_timeout: float = 10.0,
+    idle_timeout: float | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> ResumingReader:
     """Read a resumable-stream WebSocket endpoint (``ws://`` / ``wss://``), resuming.
 
     ``async with open_resumable_websocket(url) as stream: async for text in stream: ...`` -
-    entering connects and says where to start (``position``, default 0).
+    entering connects and says where to start (``position``, default 0). ``idle_timeout``
+    re-opens a connection that brought no message for that long (the server sends none
+    between chunks: only set it above the stream's longest pause); ``None`` waits forever.
     """
     return _WebSocketReader(
         url,
         position=position,
         retry=retry,
         connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
         ssl_context=ssl_context,
     )

@@ -91,7 +91,11 @@ class DurableWebSocketReader(Reconnecting[DurableMessage]):
     async def _receive(self) -> list[Any]:
         assert self._ws is not None
         while True:
-            message = await self._ws.receive()
+            try:
+                with self._idle():
+                    message = await self._ws.receive()
+            except TimeoutError:
+                raise self._silent() from None
             if isinstance(message, Closed):
                 return self._closed(message)
             try:
@@ -155,6 +159,7 @@ def open_durable_websocket(
     live: bool = True,
     retry: RetryPolicy = DEFAULT_RETRY,
     connect_timeout: float = 10.0,
+    idle_timeout: float | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> DurableWebSocketReader:
     """Read a Durable Stream over WebSocket (``ws://host/v1/stream/<path>``), resuming.
@@ -162,7 +167,8 @@ def open_durable_websocket(
     ``async with open_durable_websocket(url, offset="-1") as stream: async for m in stream:``
     - ``offset`` is ``"-1"`` (the start), ``"now"`` or an offset from an earlier message;
     ``live=False`` stops once caught up. A lost connection is retried with backoff and the
-    read continues at :attr:`~DurableWebSocketReader.offset`.
+    read continues at :attr:`~DurableWebSocketReader.offset`. ``idle_timeout`` re-opens a
+    connection that brought no message for that long (``None``: wait forever).
     """
     return DurableWebSocketReader(
         url,
@@ -170,5 +176,6 @@ def open_durable_websocket(
         live=live,
         retry=retry,
         connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
         ssl_context=ssl_context,
     )
