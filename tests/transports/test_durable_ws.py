@@ -256,3 +256,34 @@ async def test_reader_resumes_from_its_offset_through_cuts(
             missing = open_durable_websocket(f"ws://{host}/v1/stream/{unique('none')}")
             with pytest.raises(RemoteStreamNotFoundError, match="stream not found"):
                 await read_one(missing)
+
+
+async def test_catch_up_larger_than_a_connection_still_progresses(
+    engine: dict[str, Any], asgi_server: str
+) -> None:
+    # Every connection dies after 300 KB; the backlog is 2 MB of 50 KB appends. Data
+    # messages are kept small, so each connection advances the reader's offset.
+    name = unique("big")
+    pieces = [f"{i:04d}{'wörld 😀 ' * 5000}"[:50_000] for i in range(40)]
+    policy = RetryPolicy(max_retries=10, initial_delay=0.002, max_delay=0.02)
+    with anyio.fail_after(60):
+        async with serve(engine, asgi_server) as host, httpx2.AsyncClient() as http:
+            url = f"http://{host}/v1/stream/{name}"
+            await http.put(url, headers={"Content-Type": "text/plain"})
+            for i, piece in enumerate(pieces):
+                headers = {"Content-Type": "text/plain"}
+                if i == len(pieces) - 1:
+                    headers["Stream-Closed"] = "true"
+                response = await http.post(url, headers=headers, content=piece.encode())
+                assert response.status_code in (200, 204)
+            port = int(host.rsplit(":", 1)[1])
+            async with TCPProxy("127.0.0.1", port) as proxy:
+                proxy.cut_after(300_000)
+                reader = open_durable_websocket(
+                    f"ws://127.0.0.1:{proxy.port}/v1/stream/{name}", retry=policy
+                )
+                async with reader:
+                    received = [m.data async for m in reader]
+                assert "".join(received) == "".join(pieces)  # type: ignore[arg-type]
+                assert reader.closed
+                assert reader.reconnects >= 2

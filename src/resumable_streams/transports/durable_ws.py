@@ -9,8 +9,8 @@ rules as the HTTP server, which it runs next to::
 
 Appends are applied in the order they arrive and answered in that order. A reader that falls
 behind is never buffered for: each ``data`` message is read from storage when the previous
-one was sent (at most ``max_read_bytes`` of whole appends), so a slow client only slows its
-own socket.
+one was sent (at most ``max_read_bytes``, 64 KiB by default, of whole appends), so a slow
+client only slows its own socket.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ __all__ = ["DurableWebSocketSession", "add_durable_websocket", "handle_durable_w
 logger = logging.getLogger("resumable_streams.transports")
 
 DEFAULT_PREFIX = "/v1/stream/"
+#: Data messages carry at most this many bytes of whole appends (one larger append goes
+#: alone): a reader catching up through a connection that keeps dropping still advances,
+#: instead of losing the same huge message on every reconnect.
+DEFAULT_MAX_READ_BYTES = 64 * 1024
 _CLOSE_FOR_STATUS = {404: CloseCode.NOT_FOUND, 410: CloseCode.GONE}
 
 
@@ -58,7 +62,7 @@ class DurableWebSocketSession:
         storage: StreamStorage,
         name: str,
         *,
-        max_read_bytes: int = 1024 * 1024,
+        max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
     ) -> None:
         self.ws = websocket
         self.storage = storage
@@ -171,7 +175,11 @@ class DurableWebSocketSession:
 
 
 async def handle_durable_websocket(
-    websocket: WebSocket, storage: StreamStorage, name: str, *, max_read_bytes: int = 1024 * 1024
+    websocket: WebSocket,
+    storage: StreamStorage,
+    name: str,
+    *,
+    max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
 ) -> None:
     """Accept ``websocket`` and serve Durable Stream ``name`` of ``storage`` on it."""
     await websocket.accept()
@@ -183,7 +191,7 @@ def add_durable_websocket(
     *,
     storage: StreamStorage | None = None,
     prefix: str = DEFAULT_PREFIX,
-    max_read_bytes: int = 1024 * 1024,
+    max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
 ) -> Starlette:
     """Serve WebSocket connections at ``<prefix><stream path>`` of ``app``; return ``app``.
 
