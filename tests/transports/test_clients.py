@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -222,6 +223,30 @@ async def test_client_end_states(
                     async with opener(url(host, "short"), position=3, retry=FAST_RETRY) as late:
                         await late.read_all()
                 assert gone.value.position == 3
+
+
+@pytest.mark.parametrize("kind", ["sse", "ws"])
+async def test_a_reader_that_reached_the_end_needs_no_aclose(
+    make_ctx: Callable[..., ResumableStreamContext], asgi_server: str, kind: str
+) -> None:
+    # The end (done, or a final error) closes the connection: no ResourceWarning for a
+    # reader iterated without `async with` (warnings are errors here).
+    async def short() -> AsyncIterator[str]:
+        yield "all 😀"
+
+    scheme = "http" if kind == "sse" else "ws"
+    opener = open_resumable_sse if kind == "sse" else open_resumable_websocket
+    with anyio.fail_after(30):
+        async with make_ctx() as ctx:
+            app = make_app(ctx, {"short": short})
+            async with run_asgi(app, asgi_server) as host:
+                reader = opener(f"{scheme}://{host}/{kind}/short", retry=FAST_RETRY)
+                assert [text async for text in reader] == ["all 😀"]
+                missing = opener(f"{scheme}://{host}/{kind}/nope", retry=FAST_RETRY)
+                with pytest.raises(RemoteStreamNotFoundError):
+                    await missing.__anext__()
+                del reader, missing
+                gc.collect()
 
 
 async def test_bad_hello_and_reconnect_exhaustion(

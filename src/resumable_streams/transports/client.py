@@ -213,10 +213,15 @@ class Reconnecting(Generic[T]):
                     self._open = False
                     await self._reconnect(drop)
                     self._open = True
+                except TransportError:  # the stream ended badly, or the server broke protocol
+                    self._open = False
+                    await self._disconnect()
+                    raise
                 continue
             item = self._pending.popleft()
             if isinstance(item, End):
                 self._finished = True
+                self._open = False  # nothing left to close: no ResourceWarning without aclose()
                 await self._disconnect()
                 if item.error is not None:
                     raise self._error(RemoteStreamFailedError, f"the producer failed: {item.error}")
