@@ -254,3 +254,36 @@ async def test_close_stream_retried_after_cancellation_reuses_its_seq(
     assert result.final_offset == "1"
     assert server.closed
     assert server.requests == [(0, 0), (0, 1), (0, 1)]
+
+
+@pytest.mark.trio
+async def test_a_batch_waiting_on_a_cancelled_one_is_resent_after_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two flushers without a background loop; the one holding seq 0 is cancelled.
+
+    The other's seq 1 arrived first (gap) and waits for seq 0: it must neither hang nor fail,
+    but resend both, in order.
+    """
+    server = FakeServer(delay={0: 1000.0})
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client:
+        producer = IdempotentProducer(
+            URL, "p", client=client, content_type="application/json", max_batch_bytes=1
+        )
+        cancel_a = trio.CancelScope()
+
+        async def flush_a() -> None:
+            with cancel_a:
+                await producer.flush()
+
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                producer.append_nowait(msg("a"))
+                nursery.start_soon(flush_a)
+                await trio.sleep(1)  # seq 0 is held by the server
+                producer.append_nowait(msg("b"))
+                nursery.start_soon(producer.flush)
+                await trio.sleep(5)  # seq 1: gap, waits for seq 0
+                cancel_a.cancel()
+    assert server.messages == [msg("a"), msg("b")]
+    assert producer.next_seq == 2

@@ -44,6 +44,10 @@ DEFAULT_MAX_BATCH_BYTES = 1024 * 1024
 DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
+class _Requeue(Exception):
+    """Raised inside a batch's send: it waited for an earlier batch whose send was cancelled."""
+
+
 @dataclass(eq=False)
 class _Batch:
     """Messages collected for one POST, and how it ended."""
@@ -369,6 +373,8 @@ class IdempotentProducer:
             ).run()
             cancelled = False
             self._claimed = True
+        except _Requeue:
+            pass  # resent after the batch it waited for (``cancelled`` stays True)
         except DurableStreamClientError as exc:
             cancelled = False
             batch.error = exc
@@ -406,7 +412,13 @@ class IdempotentProducer:
             batch = self._in_flight.get((epoch, seq)) or self._finished.get((epoch, seq))
             if batch is None:
                 continue
-            await batch.done.wait()
+            while not batch.done.is_set():
+                if any(b is batch for b in self._resend):
+                    # its send was cancelled: it goes again later, and this one after it
+                    raise _Requeue
+                if self._changed.is_set():
+                    self._changed = anyio.Event()
+                await self._changed.wait()
             if batch.error is not None:
                 raise batch.error
 
