@@ -167,6 +167,15 @@ async def test_errors_json_binary_and_producers(engine: dict[str, Any], asgi_ser
                 bad = await peer.recv()
                 assert isinstance(bad, dict)
                 assert (bad["op"], bad["id"], bad["status"]) == ("error", 1, 400)
+                # A field that fails to parse still names the append it belongs to.
+                await peer.send(op="append", id=9, data="!!", encoding="base64")
+                await peer.send(op="append", id="ten", data=3)
+                await peer.send(op="append", id=[11], data="1")
+                for ident, reason in [(9, "base64"), ("ten", "'data'"), (None, "'id'")]:
+                    answer = await peer.recv()
+                    assert isinstance(answer, dict)
+                    assert (answer["op"], answer["id"], answer["status"]) == ("error", ident, 400)
+                    assert reason in answer["message"]
                 producer = {"producerId": "p1", "producerEpoch": 0, "producerSeq": 0}
                 await peer.send(op="append", id=2, data='{"a": 1}', **producer)
                 await peer.send(op="append", id=3, data='{"a": 1}', **producer)

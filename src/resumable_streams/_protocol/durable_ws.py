@@ -18,8 +18,9 @@ may read, append, or both::
 
 Every ``data`` message carries the offset after it: a client that reconnects sends
 ``read`` with that offset and continues without duplicate or gap. Appends are answered in
-the order they were sent; an ``error`` without ``id`` is about the read (or a message that
-could not be parsed). Append validation is the HTTP POST's (:func:`parse_append_request`):
+the order they were sent; an ``error`` without ``id`` is about the read (or a message whose
+``id`` could not be read: an append with a valid ``id`` and another bad field is answered
+with its ``id``). Append validation is the HTTP POST's (:func:`parse_append_request`):
 the same rules, the same reasons.
 """
 
@@ -40,6 +41,7 @@ from .durable.planning import AppendPlan, AppendRequest, parse_append_request
 
 __all__ = [
     "AppendCommand",
+    "BadAppend",
     "ReadCommand",
     "encode_ack",
     "encode_control",
@@ -62,6 +64,17 @@ class AppendCommand:
 
     id: int | str | None
     request: AppendRequest
+
+
+class BadAppend(BadRequest):
+    """An ``append`` whose ``id`` could be read but whose other fields are invalid.
+
+    The error answer carries :attr:`id`, so a client pipelining appends knows which failed.
+    """
+
+    def __init__(self, ident: int | str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.id = ident
 
 
 def _field(body: Mapping[str, Any], name: str, *kinds: type) -> Any:
@@ -100,6 +113,13 @@ def parse_client_message(
     if op != "append":
         raise BadRequest(f'"op" must be "read" or "append", got {op!r}')
     ident = _field(body, "id", int, str)
+    try:
+        return AppendCommand(ident, _parse_append(body, stream_content_type))
+    except BadRequest as exc:
+        raise BadAppend(ident, str(exc)) from None
+
+
+def _parse_append(body: Mapping[str, Any], stream_content_type: str) -> AppendRequest:
     data = _field(body, "data", str)
     encoding = _field(body, "encoding", str)
     if encoding not in (None, "base64"):
@@ -127,7 +147,7 @@ def parse_client_message(
         value = _field(body, key, str, int)
         if value is not None:
             headers[name.lower()] = str(value)
-    return AppendCommand(ident, parse_append_request(headers, raw))
+    return parse_append_request(headers, raw)
 
 
 def _dumps(body: dict[str, Any]) -> str:

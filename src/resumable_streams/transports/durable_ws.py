@@ -31,6 +31,7 @@ from .._protocol.durable.parsing import BadRequest, parse_stream_path
 from .._protocol.durable.planning import Rejected
 from .._protocol.durable_ws import (
     AppendCommand,
+    BadAppend,
     ReadCommand,
     encode_ack,
     encode_control,
@@ -105,6 +106,9 @@ class DurableWebSocketSession:
                 data: str | bytes = text if text is not None else message.get("bytes") or b""
                 try:
                     command = parse_client_message(data, content_type)
+                except BadAppend as exc:  # the answer names the append
+                    await self._send(encode_error(exc.id, 400, str(exc)))
+                    continue
                 except BadRequest as exc:
                     await self._send(encode_error(None, 400, str(exc)))
                     continue
