@@ -22,7 +22,9 @@ from resumable_streams.durable import (
     DurableStream,
     FetchError,
     IdempotentProducer,
+    ProducerClosedError,
     RetryPolicy,
+    SyncIdempotentProducer,
     astream,
     stream,
 )
@@ -180,6 +182,22 @@ def test_nan_and_infinity_are_refused_before_sending(bad: object) -> None:
         producer.append_nowait(bad)
     assert producer.pending_count == 0
     anyio.run(producer.close)
+
+
+def test_closed_sync_producer_raises_producer_closed_error() -> None:
+    """Not anyio's "This portal is not running" RuntimeError."""
+    producer = SyncIdempotentProducer("http://127.0.0.1:9/v1/stream/never", "p")
+    producer.close()
+    with pytest.raises(ProducerClosedError, match="'p' is closed"):
+        producer.append_nowait(b"x")
+    with pytest.raises(ProducerClosedError):
+        producer.append(b"x")
+    with pytest.raises(ProducerClosedError):
+        producer.restart()
+    with pytest.raises(ProducerClosedError):
+        producer.close_stream()
+    producer.flush()  # nothing left to flush
+    producer.close()  # idempotent
 
 
 # -- resources ----------------------------------------------------------------------------------

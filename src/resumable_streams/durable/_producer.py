@@ -604,28 +604,42 @@ class SyncIdempotentProducer(AbstractContextManager["SyncIdempotentProducer"]):
 
         Raises ``anyio.WouldBlock`` when ``max_buffered_bytes`` are held unsent.
         """
+        self._check_open()
         self._portal.call(self._producer.append_nowait, data)
 
     def append(self, data: Any) -> IdempotentAppendResult:
         """Append ``data`` and block until its batch is durable."""
+        self._check_open()
         result: IdempotentAppendResult = self._portal.call(self._producer.append, data)
         return result
 
     def flush(self) -> None:
-        """Block until everything appended is durable; raise the first delivery error."""
-        self._portal.call(self._producer.flush)
+        """Block until everything appended is durable; raise the first delivery error.
+
+        After :meth:`close` there is nothing left to flush: it returns at once.
+        """
+        if not self._closed:
+            self._portal.call(self._producer.flush)
 
     def restart(self) -> None:
         """Flush, then epoch + 1, sequence 0."""
+        self._check_open()
         self._portal.call(self._producer.restart)
 
     def close_stream(self, data: Any = None) -> CloseResult:
         """Flush, close the stream with producer headers, then close this producer."""
+        self._check_open()
         try:
             result: CloseResult = self._portal.call(self._producer.close_stream, data)
             return result
         finally:
             self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProducerClosedError(
+                f"producer {self._producer.producer_id!r} is closed", url=self._producer.url
+            )
 
     def close(self) -> None:
         """Flush, stop the event-loop thread and release everything."""
