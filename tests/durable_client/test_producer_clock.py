@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from resumable_streams.durable import IdempotentProducer
+from resumable_streams.durable import IdempotentAppendResult, IdempotentProducer
 
 URL = "http://ds.test/v1/stream/s"
 
@@ -287,3 +287,30 @@ async def test_a_batch_waiting_on_a_cancelled_one_is_resent_after_it(
                 cancel_a.cancel()
     assert server.messages == [msg("a"), msg("b")]
     assert producer.next_seq == 2
+
+
+@pytest.mark.trio
+async def test_append_outlives_a_cancelled_background_loop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The task group running the loop is cancelled mid-send: append() sends it itself."""
+    server = FakeServer(delay={0: 1000.0})
+    results: list[IdempotentAppendResult] = []
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client,
+        trio.open_nursery() as outer,
+    ):
+        with trio.fail_after(100):
+            async with anyio.create_task_group() as loop_group:
+                producer = IdempotentProducer(
+                    URL, "p", client=client, task_group=loop_group, content_type="application/json"
+                )
+
+                async def append_a() -> None:
+                    results.append(await producer.append(msg("a")))
+
+                outer.start_soon(append_a)
+                await trio.sleep(10)  # seq 0 is held by the server
+                loop_group.cancel_scope.cancel()
+    assert server.messages == [msg("a")]
+    assert [r.offset for r in results] == ["1"]

@@ -55,6 +55,8 @@ class _Batch:
     messages: list[bytes] = field(default_factory=list)
     size: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    """Set when a send of it ends (done or cancelled) or the background loop stops."""
     result: core.BatchResult | None = None
     error: DurableStreamClientError | None = None
     epoch: int = -1
@@ -262,7 +264,7 @@ class IdempotentProducer:
                 raise ProducerClosedError(f"producer {self.producer_id!r} is closed", url=self.url)
         batch = self._add(message)
         self._request_flush()
-        await self._wait_for(batch.done.is_set)
+        await self._wait_for(batch.done.is_set, batch)
         if batch.error is not None:
             # raised here, so flush() need not raise it again
             if batch.error in self._errors:
@@ -287,14 +289,19 @@ class IdempotentProducer:
         await self._wait_for(lambda: not self._in_flight and not self._has_work())
         self._raise_errors()
 
-    async def _wait_for(self, done: Callable[[], bool]) -> None:
+    async def _wait_for(self, done: Callable[[], bool], batch: _Batch | None = None) -> None:
         """Wait until ``done()``; without a running background loop, send from this task.
 
+        With ``batch``, only that batch's sends wake this task (not every batch's).
         Cancel-safe: a batch whose send is cancelled is resent later with the same seq.
         """
         while not done():
             if not self._loop_running and self._has_work():
                 await self._drain_here()
+            elif batch is not None:
+                if batch.wake.is_set():
+                    batch.wake = anyio.Event()
+                await batch.wake.wait()
             else:
                 # the loop sends (or another caller's drain does); wait until a send ends
                 if self._changed.is_set():
@@ -391,6 +398,7 @@ class IdempotentProducer:
             batch.epoch, batch.seq = flow_batch.epoch, flow_batch.seq
             self._slots.release()
             self._changed.set()
+            batch.wake.set()
             if cancelled:
                 # the server may or may not have it: resend the same (epoch, seq) later (a
                 # replay of a stored batch answers "duplicate"); its appenders keep waiting
@@ -440,7 +448,10 @@ class IdempotentProducer:
         finally:
             self._loop_running = False
             self._loop_done.set()
-            self._changed.set()  # wake waiters: they send what is left themselves
+            # wake waiters: they send what is left themselves
+            self._changed.set()
+            for batch in [*self._resend, *self._queue, self._pending]:
+                batch.wake.set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
