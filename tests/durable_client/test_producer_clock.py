@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from resumable_streams.durable import IdempotentAppendResult, IdempotentProducer
+from resumable_streams.errors import DurableStreamClientError
 
 URL = "http://ds.test/v1/stream/s"
 
@@ -314,3 +315,35 @@ async def test_append_outlives_a_cancelled_background_loop(
                 loop_group.cancel_scope.cancel()
     assert server.messages == [msg("a")]
     assert [r.offset for r in results] == ["1"]
+
+
+class RejectingServer(FakeServer):
+    """:class:`FakeServer` that answers 413 to bodies over 100 bytes (not stored)."""
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if len(request.content) > 100:
+            return httpx2.Response(413, content=b"Payload too large")
+        if int(request.headers["Producer-Epoch"]) > max((e for e, _ in self.requests), default=0):
+            self.last_seq = -1  # a new epoch starts at seq 0
+        return await super().__call__(request)
+
+
+@pytest.mark.trio
+async def test_batches_behind_a_rejected_one_say_why_and_restart_recovers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = RejectingServer()
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(server)) as client:
+        producer = IdempotentProducer(URL, "p", client=client, content_type="application/json")
+        with pytest.raises(DurableStreamClientError) as rejected:
+            await producer.append({"big": "x" * 200})
+        assert rejected.value.status == 413
+        with pytest.raises(DurableStreamClientError) as blocked:
+            await producer.append(msg("a"))
+        assert blocked.value.code == "PRODUCER_BLOCKED"
+        assert "(epoch 0, seq 0)" in str(blocked.value)
+        assert "restart()" in str(blocked.value)
+        assert blocked.value.__cause__ is rejected.value
+        await producer.restart()
+        assert (await producer.append(msg("b"))).offset == "1"
+    assert server.messages == [msg("b")]

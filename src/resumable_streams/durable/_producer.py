@@ -428,7 +428,13 @@ class IdempotentProducer:
                     self._changed = anyio.Event()
                 await self._changed.wait()
             if batch.error is not None:
-                raise batch.error
+                raise DurableStreamClientError(
+                    f"producer {self.producer_id!r}: the batch (epoch {epoch}, seq {seq}) ahead "
+                    f"of this one failed ({batch.error}), so the server cannot take later "
+                    f"batches of epoch {epoch}; call restart() to go on in a new epoch",
+                    code="PRODUCER_BLOCKED",
+                    url=self.url,
+                ) from batch.error
 
     async def _run_loop(self) -> None:
         """The linger / batching loop; in-flight batches run in a task group nested in it."""
