@@ -81,6 +81,13 @@ class IdempotentProducer:
     server has them (default 64 MiB; ``None`` = no bound). Beyond it :meth:`append_nowait`
     raises ``anyio.WouldBlock`` and :meth:`append` waits for room; a single message larger
     than the bound is still taken when nothing else is held.
+
+    Cancellation: cancelling ``flush()`` / ``append()`` / ``close_stream()`` (or the task group
+    running the loop) loses nothing and opens no sequence gap: a batch whose send was cancelled
+    is kept and resent with the same ``(epoch, seq)`` before any newer one (the server answers
+    "duplicate" if the first attempt had landed, so its ``append()`` may then report
+    ``duplicate=True``). A batch the server rejects (4xx, not stored) blocks the later batches
+    of its epoch: they fail with ``code="PRODUCER_BLOCKED"``; :meth:`restart` goes on.
     """
 
     def __init__(
