@@ -347,3 +347,25 @@ async def test_batches_behind_a_rejected_one_say_why_and_restart_recovers(
         await producer.restart()
         assert (await producer.append(msg("b"))).offset == "1"
     assert server.messages == [msg("b")]
+
+
+@pytest.mark.trio
+async def test_cancelled_owner_flushes_for_at_most_shutdown_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Cancelling the body of ``async with`` does not wait for a stuck server forever."""
+
+    async def stuck(request: httpx2.Request) -> httpx2.Response:
+        await trio.sleep(80_000)  # virtual: a regression fails the assert below, not hangs
+        return httpx2.Response(200, headers={"Stream-Next-Offset": "1"})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(stuck)) as client:
+        with trio.move_on_after(1):
+            async with IdempotentProducer(
+                URL, "p", client=client, content_type="application/json"
+            ) as producer:
+                producer.append_nowait(msg("a"))
+                await trio.sleep(10)
+        # virtual time: the cancel at 1 s, then at most shutdown_timeout of flushing
+        assert trio.current_time() <= 32  # shutdown_timeout defaults to 30
+    assert producer.in_flight_count == 0

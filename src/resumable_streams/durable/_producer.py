@@ -88,7 +88,13 @@ class IdempotentProducer:
     "duplicate" if the first attempt had landed, so its ``append()`` may then report
     ``duplicate=True``). A batch the server rejects (4xx, not stored) blocks the later batches
     of its epoch: they fail with ``code="PRODUCER_BLOCKED"``; :meth:`restart` goes on.
+
+    Leaving ``async with`` by an exception (or a cancellation) still flushes, shielded, but for
+    at most :attr:`shutdown_timeout` seconds; what is not stored by then is logged and dropped.
     """
+
+    shutdown_timeout: float = 30.0
+    """Seconds ``__aexit__`` spends flushing after an exception or a cancellation."""
 
     def __init__(
         self,
@@ -549,8 +555,15 @@ class IdempotentProducer:
                 await self.close()
             else:
                 try:
-                    with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(self.shutdown_timeout, shield=True) as scope:
                         await self.close()
+                    if scope.cancelled_caught:
+                        logger.error(
+                            "producer %r: %d bytes not stored within shutdown_timeout=%ss",
+                            self.producer_id,
+                            self._buffered,
+                            self.shutdown_timeout,
+                        )
                 except DurableStreamClientError:
                     logger.exception("producer %r: error while closing", self.producer_id)
         finally:
