@@ -13,9 +13,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._cli import add_client_commands
 from ._cli._common import port_number, positive_float, positive_int, run_reporting
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 __all__ = ["build_parser", "main"]
 
@@ -25,6 +29,12 @@ Handler = Callable[[argparse.Namespace], int]
 def _default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "resumable-streams")
+
+
+def _durable_websocket(app: Starlette) -> None:
+    from .transports import add_durable_websocket
+
+    add_durable_websocket(app)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -48,6 +58,9 @@ def _run_serve(args: argparse.Namespace) -> int:
             backend=args.backend,
             cache_control=args.cache_control or DEFAULT_CACHE_CONTROL,
             http=args.http,
+            # hypercorn speaks WebSocket (the built-in HTTP/1.1 server does not): serve
+            # Durable Streams over WebSocket at the same /v1/stream/<path> URLs there.
+            extend_app=_durable_websocket if args.http == "hypercorn" else None,
         )
         return 0
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+from starlette.applications import Starlette
 
 from ...storage.open import StorageKind
 from .app import DEFAULT_CACHE_CONTROL, DEFAULT_MAX_BODY_SIZE, create_app
@@ -78,12 +80,14 @@ def serve(
     backend: Literal["trio", "asyncio"] = "trio",
     cache_control: str = DEFAULT_CACHE_CONTROL,
     http: Literal["builtin", "hypercorn"] = "builtin",
+    extend_app: Callable[[Starlette], object] | None = None,
 ) -> None:
     """Serve Durable Streams on ``host:port`` until SIGINT/SIGTERM (blocks).
 
     ``cache_control`` is the ``Cache-Control`` of cacheable catch-up responses (see
     :class:`~resumable_streams.durable.server.DurableStreamsApp`). ``http`` picks the
-    HTTP server: the built-in HTTP/1.1 one, or hypercorn.
+    HTTP server: the built-in HTTP/1.1 one, or hypercorn. ``extend_app(app)`` may add
+    routes before serving (the CLI adds Durable Streams over WebSocket with hypercorn).
     """
     if http not in ("builtin", "hypercorn"):
         raise ValueError(f"unknown HTTP server {http!r}: choose 'builtin' or 'hypercorn'")
@@ -98,6 +102,8 @@ def serve(
         cache_control=cache_control,
     )
     add_inspector(app)  # the inspector page at /
+    if extend_app is not None:
+        extend_app(app)
     about = f"storage: {storage}, {http} on {backend}"
     if http == "builtin":
         anyio.run(_serve_builtin, app, host, port, about, backend=backend)
