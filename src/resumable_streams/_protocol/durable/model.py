@@ -12,10 +12,12 @@ __all__ = [
     "ProducerState",
     "Record",
     "StreamMeta",
+    "evolve_meta",
     "expiry_deadline",
     "is_expired",
     "meta_from_json",
     "meta_to_json",
+    "touch_meta",
 ]
 
 
@@ -65,6 +67,53 @@ class StreamMeta:
     fork_count: int = 0
     """How many live forks name this stream as their source."""
     soft_deleted: bool = False
+
+
+def evolve_meta(
+    meta: StreamMeta,
+    *,
+    last_access: float,
+    tail: Offset,
+    closed: bool,
+    closed_by: tuple[str, int, int] | None,
+    last_seq: str | None,
+) -> StreamMeta:
+    """``meta`` after an append or close: ``dataclasses.replace`` without its introspection.
+
+    The append hot path builds one new :class:`StreamMeta` per request; ``replace`` costs
+    several times a plain constructor call.
+    """
+    return StreamMeta(
+        meta.name,
+        meta.stream_id,
+        meta.content_type,
+        meta.created_at,
+        last_access,
+        tail,
+        meta.ttl,
+        meta.expires_at,
+        meta.expires_at_ts,
+        closed,
+        closed_by,
+        last_seq,
+        meta.forked_from,
+        meta.fork_offset,
+        meta.fork_sub_offset,
+        meta.fork_count,
+        meta.soft_deleted,
+    )
+
+
+def touch_meta(meta: StreamMeta, now: float) -> StreamMeta:
+    """``meta`` with ``last_access`` set to ``now`` (the sliding TTL's clock)."""
+    return evolve_meta(
+        meta,
+        last_access=now,
+        tail=meta.tail,
+        closed=meta.closed,
+        closed_by=meta.closed_by,
+        last_seq=meta.last_seq,
+    )
 
 
 def expiry_deadline(meta: StreamMeta) -> float | None:

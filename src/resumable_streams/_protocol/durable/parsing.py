@@ -6,6 +6,7 @@ Every parser raises :class:`BadRequest` with a human-readable reason; the server
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,7 @@ _RFC3339_RE: Final = re.compile(
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
 )
 _MAX_PATH_BYTES: Final = 1024
+_BAD_NAME_CHAR: Final = re.compile(r"[\x00-\x1f\x7f\\]")
 _TOKEN_RE: Final = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
@@ -136,6 +138,7 @@ def parse_producer(
     )
 
 
+@functools.lru_cache(maxsize=256)
 def media_type(content_type: str | None) -> str:
     """The lower-cased ``type/subtype`` of a Content-Type (parameters dropped).
 
@@ -175,14 +178,14 @@ def parse_stream_path(raw: bytes) -> str:
     lowered = raw.lower()
     if b"%2f" in lowered or b"%5c" in lowered:
         raise BadRequest("stream path must not contain encoded slashes")
-    decoded = unquote_to_bytes(raw)
+    decoded = unquote_to_bytes(raw) if b"%" in raw else raw
     try:
         name = decoded.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("stream path is not valid UTF-8") from None
-    if any(ord(ch) < 0x20 or ch in "\x7f\\" for ch in name):
+    if _BAD_NAME_CHAR.search(name):
         raise BadRequest("stream path contains control characters or backslashes")
     segments = name.split("/")
-    if any(seg in ("", ".", "..") for seg in segments):
+    if "" in segments or "." in segments or ".." in segments:
         raise BadRequest("stream path has an empty, '.' or '..' segment")
     return name

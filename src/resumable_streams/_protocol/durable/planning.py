@@ -15,7 +15,7 @@ from typing import Final
 
 from . import headers as h
 from .jsonmode import frame_messages, split_framed, split_json_body
-from .model import ProducerState, Record, StreamMeta
+from .model import ProducerState, Record, StreamMeta, evolve_meta, touch_meta
 from .offsets import ZERO, InvalidOffsetError, Offset, parse_offset
 from .parsing import (
     BadRequest,
@@ -291,14 +291,25 @@ class AppendRequest:
     producer: ProducerHeaders | None = None
 
 
+_PRODUCER_ID: Final = h.PRODUCER_ID.lower()
+_PRODUCER_EPOCH: Final = h.PRODUCER_EPOCH.lower()
+_PRODUCER_SEQ: Final = h.PRODUCER_SEQ.lower()
+_STREAM_CLOSED: Final = h.STREAM_CLOSED.lower()
+_STREAM_SEQ: Final = h.STREAM_SEQ.lower()
+
+
 def parse_append_request(headers: Mapping[str, str], body: bytes) -> AppendRequest:
     """Validate a POST's headers (lower-cased names) and body; raise :class:`BadRequest`."""
-    producer = parse_producer(
-        headers.get(h.PRODUCER_ID.lower()),
-        headers.get(h.PRODUCER_EPOCH.lower()),
-        headers.get(h.PRODUCER_SEQ.lower()),
+    producer_id = headers.get(_PRODUCER_ID)
+    epoch = headers.get(_PRODUCER_EPOCH)
+    seq = headers.get(_PRODUCER_SEQ)
+    producer = (
+        None
+        if producer_id is None and epoch is None and seq is None
+        else parse_producer(producer_id, epoch, seq)
     )
-    close = parse_closed(headers.get(h.STREAM_CLOSED.lower()))
+    raw_closed = headers.get(_STREAM_CLOSED)
+    close = raw_closed is not None and parse_closed(raw_closed)
     content_type = headers.get("content-type")
     if not body and not close:
         raise BadRequest("an append needs a non-empty body (or Stream-Closed: true)")
@@ -310,7 +321,7 @@ def parse_append_request(headers: Mapping[str, str], body: bytes) -> AppendReque
         content_type=content_type,
         body=body,
         close=close,
-        seq=parse_stream_seq(headers.get(h.STREAM_SEQ.lower())),
+        seq=parse_stream_seq(headers.get(_STREAM_SEQ)),
         producer=producer,
     )
 
@@ -346,7 +357,6 @@ def plan_append(
     """Plan a POST against the stream's current ``meta`` and this producer's state."""
     if meta.soft_deleted:
         raise Rejected(410, "the stream has been deleted")
-    touched = replace(meta, last_access=now)
     new_state: ProducerState | None = None
     producer = req.producer
     if producer is not None:
@@ -367,7 +377,7 @@ def plan_append(
             dup_headers = {h.PRODUCER_EPOCH: str(state.epoch), h.PRODUCER_SEQ: str(state.seq)}
             if meta.closed:
                 dup_headers[h.STREAM_CLOSED] = "true"
-            return AppendPlan(204, dup_headers, meta=touched)
+            return AppendPlan(204, dup_headers, meta=touch_meta(meta, now))
         elif producer.seq != state.seq + 1:
             raise Rejected(
                 409,
@@ -386,7 +396,7 @@ def plan_append(
         return AppendPlan(
             204,
             {h.STREAM_CLOSED: "true", h.STREAM_NEXT_OFFSET: str(meta.tail)},
-            meta=touched,
+            meta=touch_meta(meta, now),
         )
     mtype = media_type(meta.content_type)
     if req.body and media_type(req.content_type) != mtype:
@@ -398,10 +408,15 @@ def plan_append(
     ):
         raise Rejected(409, "Stream-Seq must be greater than the previous one")
     data = _body_records(mtype, req.body, meta.tail, allow_empty_array=False)
-    record = Record(meta.tail, meta.tail.advance(len(data)), data) if data else None
-    new_meta = replace(
-        touched,
-        tail=record.end if record else meta.tail,
+    tail = meta.tail
+    record: Record | None = None
+    if data:
+        record = Record(tail, tail.advance(len(data)), data)
+        tail = record.end
+    new_meta = evolve_meta(
+        meta,
+        last_access=now,
+        tail=tail,
         closed=req.close,
         closed_by=(
             (producer.producer_id, producer.epoch, producer.seq)
@@ -410,7 +425,7 @@ def plan_append(
         ),
         last_seq=req.seq if req.seq is not None else meta.last_seq,
     )
-    out = {h.STREAM_NEXT_OFFSET: str(new_meta.tail)}
+    out = {h.STREAM_NEXT_OFFSET: str(tail)}
     if req.close:
         out[h.STREAM_CLOSED] = "true"
     status = 204

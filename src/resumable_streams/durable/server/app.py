@@ -109,6 +109,18 @@ _BASE_HEADERS: Final = (
     (b"access-control-expose-headers", _EXPOSE.encode()),
 )
 _SSE_KEEPALIVE: Final = 15.0
+_PREFIX_BYTES: Final = _PREFIX.encode()
+_NO_QUERY: Final[dict[str, list[str]]] = {}
+_header_names: dict[str, bytes] = {}  # response header name -> lower-cased bytes
+
+
+def _header_name(name: str) -> bytes:
+    raw = _header_names.get(name)
+    if raw is None:
+        raw = name.lower().encode("latin-1")
+        if len(_header_names) < 256:  # names come from this module and the planner
+            _header_names[name] = raw
+    return raw
 
 
 def check_cache_control(value: str) -> str:
@@ -149,11 +161,13 @@ class _Request:
         merged: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers", ()):
             name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            merged[name] = f"{merged[name]}, {value}" if name in merged else value
+            if name in merged:
+                merged[name] = f"{merged[name]}, {raw_value.decode('latin-1')}"
+            else:
+                merged[name] = raw_value.decode("latin-1")
         self.headers = merged
         query: bytes = scope.get("query_string", b"")
-        self.query: dict[str, list[str]] = {}
+        self.query: dict[str, list[str]] = _NO_QUERY
         if query:
             with suppress(ValueError):
                 self.query = parse_qs(
@@ -241,10 +255,12 @@ class DurableStreamsApp:
         headers: dict[str, str] | None = None,
         body: bytes = b"",
     ) -> None:
-        raw = self._base_headers()
-        raw.extend((k.lower().encode(), v.encode("latin-1")) for k, v in (headers or {}).items())
-        if status not in (204, 304):
-            raw.append((b"content-length", str(len(body)).encode()))
+        raw = list(_BASE_HEADERS)
+        if headers:
+            for key, value in headers.items():
+                raw.append((_header_name(key), value.encode("latin-1")))
+        if status != 204 and status != 304:
+            raw.append((b"content-length", b"%d" % len(body)))
         await req.send({"type": "http.response.start", "status": status, "headers": raw})
         send_body = body if req.method != "HEAD" and status not in (204, 304) else b""
         await req.send({"type": "http.response.body", "body": send_body})
@@ -284,12 +300,14 @@ class DurableStreamsApp:
     def _stream_name(self, req: _Request) -> str | None:
         raw: bytes = req.scope.get("raw_path") or req.scope["path"].encode()
         raw = raw.split(b"?", 1)[0]
-        root = req.scope.get("root_path", "").encode()
-        if root and raw.startswith(root):
-            raw = raw[len(root) :]
-        if not raw.startswith(_PREFIX.encode()):
+        root = req.scope.get("root_path", "")
+        if root:
+            root_bytes = root.encode()
+            if raw.startswith(root_bytes):
+                raw = raw[len(root_bytes) :]
+        if not raw.startswith(_PREFIX_BYTES):
             return None
-        return parse_stream_path(raw[len(_PREFIX) :])
+        return parse_stream_path(raw[len(_PREFIX_BYTES) :])
 
     def _resolve_source(self, req: _Request) -> Callable[[str], str]:
         root = req.scope.get("root_path", "")

@@ -118,6 +118,19 @@ class _Closed(OSError):
     """
 
 
+_FRAMING: Final = frozenset((b"content-length", b"connection", b"transfer-encoding"))
+_status_lines: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _status_lines.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n".encode()
+        if 100 <= status <= 999:
+            _status_lines[status] = line
+    return line
+
+
 _date_cache: list[Any] = [0, b""]
 
 
@@ -167,12 +180,29 @@ class _Connection:
         )
         self.unyielded = 0
         self.chunk_left = 0  # bytes of the current request-body chunk not yet read
+        self.armed = False  # self.timer has a finite deadline
+
+    def _arm(self, timeout: float) -> None:
+        self.timer.deadline = anyio.current_time() + timeout
+        self.armed = True
+
+    def _disarm(self) -> None:
+        if self.armed:
+            self.timer.deadline = math.inf
+            self.armed = False
 
     # ------------------------------------------------------------------ reading
 
-    async def _fill(self) -> None:
+    async def _fill(self, arm: float | None = None) -> None:
+        """Read more bytes into ``self.buf``.
+
+        With ``arm`` (seconds), the connection's timer is armed for it, but only if the read has
+        to wait (moving a deadline costs more than the read itself).
+        """
         sock = self.sock
         if sock is None:
+            if arm is not None and not self.armed:
+                self._arm(arm)
             try:
                 data = await self.stream.receive(65536)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -185,6 +215,8 @@ class _Connection:
                 data = sock.recv(65536)
             except BlockingIOError:
                 self.unyielded = 0
+                if arm is not None and not self.armed:
+                    self._arm(arm)
                 await anyio.wait_readable(sock)
                 continue
             except OSError:
@@ -200,25 +232,25 @@ class _Connection:
         """The next request head (without the blank line), or None on a clean close.
 
         Timeouts come from ``self.timer``, the connection's one cancel scope: its deadline is
-        moved here (cheaper than a new scope per request) and lifted while the app runs.
+        moved here (cheaper than a new scope per request), only when a read has to wait, and
+        lifted while the app runs.
         """
         if not self.buf:
-            self.timer.deadline = anyio.current_time() + self.limits.keep_alive_timeout
             try:
-                await self._fill()
+                await self._fill(self.limits.keep_alive_timeout)
             except _Closed:
                 return None
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             self.in_head = True
-            self.timer.deadline = anyio.current_time() + self.limits.head_timeout
+            self._arm(self.limits.head_timeout)
             while end < 0:
                 if len(self.buf) > self.limits.max_head_size:
                     raise _BadRequest("request head too large", 431)
                 await self._fill()
                 end = self.buf.find(b"\r\n\r\n")
             self.in_head = False
-        self.timer.deadline = math.inf
+        self._disarm()
         if end > self.limits.max_head_size:
             raise _BadRequest("request head too large", 431)
         head = bytes(self.buf[:end])
@@ -439,6 +471,13 @@ class _Connection:
             if continue_pending:
                 continue_pending = False
                 await self._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+            elif remaining is not None and len(self.buf) >= remaining:
+                # the whole (rest of the) body is buffered: no timeout scope needed
+                data = bytes(self.buf[:remaining])
+                del self.buf[:remaining]
+                remaining = 0
+                body_done = request_ended = True
+                return {"type": "http.request", "body": data, "more_body": False}
             try:
                 with anyio.move_on_after(self.limits.body_timeout):
                     if remaining is not None:  # Content-Length
@@ -480,22 +519,18 @@ class _Connection:
                     raise RuntimeError("http.response.start sent twice")
                 started = True
                 status = int(message["status"])
-                out = [
-                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n".encode(),
-                    _date_header(),
-                ]
+                out = [_status_line(status), _date_header()]
                 has_length = False
                 for name, value in message.get("headers", ()):
-                    lname = bytes(name).lower()
-                    if lname == b"content-length":
-                        has_length = True
-                    elif lname == b"connection":
-                        if b"close" in bytes(value).lower():
-                            keep_alive = False
-                        continue
-                    elif lname == b"transfer-encoding":
-                        continue
-                    out.append(bytes(name) + b": " + bytes(value) + b"\r\n")
+                    lname = name.lower()
+                    if lname in _FRAMING:
+                        if lname == b"content-length":
+                            has_length = True
+                        else:
+                            if lname == b"connection" and b"close" in value.lower():
+                                keep_alive = False
+                            continue
+                    out += (name, b": ", value, b"\r\n")
                 no_body = head_only or status in (204, 304) or status < 200
                 if not no_body and not has_length:
                     if http11:
