@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = {
     ROOT / "src/resumable_streams/durable/_async_client.py": ROOT
     / "src/resumable_streams/durable/_sync_client.py",
+    ROOT / "src/resumable_streams/durable/_async_http.py": ROOT
+    / "src/resumable_streams/durable/_sync_http.py",
 }
 
 SUBS: list[tuple[str, str]] = [
@@ -41,6 +43,7 @@ SUBS: list[tuple[str, str]] = [
     (r"\baread\b", "read"),
     (r"\baclose\b", "close"),
     (r"\bopen_async_response\b", "open_sync_response"),
+    (r"\b_async_http\b", "_sync_http"),
     (r"\bAsyncClient\b", "Client"),
     (r"\b_?Async([A-Z]\w*)", r"\1"),
     (r"\basync client\b", "sync client"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -240,7 +241,11 @@ def test_generated_sync_client_is_up_to_date() -> None:
 
 
 def test_own_http_clients_share_one_tls_context(stream_url: str) -> None:
-    """Loading the CA bundle costs ~15 ms; clients the library creates build it once."""
+    """Loading the CA bundle costs ~15 ms; clients the library creates build it once.
+
+    Plain ``http://`` reads use the built-in HTTP/1.1 client and need no TLS context at all;
+    ``https://`` goes through httpx2 clients, which share one.
+    """
     from resumable_streams.durable._ssl import default_ssl_context
 
     DurableStream.create(stream_url, content_type="text/plain", body="x").close()
@@ -248,6 +253,17 @@ def test_own_http_clients_share_one_tls_context(stream_url: str) -> None:
     for _ in range(3):
         with stream(stream_url, live=False) as res:
             assert res.read_text() == "x"
+    assert default_ssl_context.cache_info() == before
+    with socket.socket() as sock:  # a port that refuses connections
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for _ in range(3):
+        with pytest.raises(FetchError):
+            stream(
+                f"https://127.0.0.1:{port}/v1/stream/x",
+                live=False,
+                retry=RetryPolicy(max_retries=0),
+            )
     after = default_ssl_context.cache_info()
-    assert after.hits >= before.hits + 3
+    assert after.hits >= before.hits + 2
     assert after.misses <= 1

@@ -30,8 +30,12 @@ import httpx2
 
 from resumable_streams._protocol.durable import client as core
 from resumable_streams._protocol.durable import headers as h
-from resumable_streams.durable._async_client import AsyncDurableStream, AsyncFlowRunner
-from resumable_streams.durable._ssl import default_ssl_context
+from resumable_streams.durable._async_client import (
+    AsyncDurableStream,
+    AsyncFlowRunner,
+    _make_client,
+)
+from resumable_streams.durable._async_http import AsyncConnectionPool
 from resumable_streams.durable._sync_client import DurableStream
 from resumable_streams.durable._types import CloseResult, IdempotentAppendResult, ProducerState
 from resumable_streams.errors import DurableStreamClientError, ProducerClosedError
@@ -136,7 +140,7 @@ class IdempotentProducer:
             self._headers: dict[str, Any] = {**stream.headers, **(headers or {})}
             self._params: dict[str, Any] = {**stream.params, **(params or {})}
             self.content_type = content_type or stream.content_type or h.DEFAULT_CONTENT_TYPE
-            self._client = client or stream.client
+            self._client: httpx2.AsyncClient | AsyncConnectionPool = client or stream._client
             self._owns_client = False
             self._retry = retry or stream.retry
         else:
@@ -145,7 +149,7 @@ class IdempotentProducer:
             self._params = dict(params or {})
             self.content_type = content_type or h.DEFAULT_CONTENT_TYPE
             self._owns_client = client is None
-            self._client = client or httpx2.AsyncClient(timeout=30.0, verify=default_ssl_context())
+            self._client, _ = _make_client(client, 30.0, stream)
             self._retry = retry or core.RetryPolicy()
         self._json = core.is_json_type(self.content_type)
         self._auto_claim = auto_claim

@@ -25,6 +25,11 @@ import httpx2
 
 from resumable_streams._protocol.durable import client as core
 from resumable_streams._protocol.durable import headers as h
+from resumable_streams.durable._sync_http import (
+    ConnectionPool,
+    HTTPResponse,
+    use_builtin_http,
+)
 from resumable_streams.durable._ssl import default_ssl_context
 from resumable_streams.durable._types import (
     AppendResult,
@@ -48,10 +53,22 @@ DEFAULT_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
 """Reads wait up to 60 s for bytes: longer than a server's long-poll (30 s) / SSE keep-alive."""
 
 
-def _make_client(client: httpx2.Client | None, timeout: Any) -> tuple[httpx2.Client, bool]:
+_Http = httpx2.Client | ConnectionPool
+"""What a flow runner sends requests with: a caller's (or our) httpx2 client, or the built-in
+HTTP/1.1 connection pool."""
+
+
+def _make_client(client: _Http | None, timeout: Any, url: str) -> tuple[_Http, bool]:
+    """The HTTP client to use, and whether it is ours to close.
+
+    A caller's client is used as it is. Otherwise the built-in HTTP/1.1 client serves plain
+    ``http://`` URLs that no proxy applies to, and httpx2 the rest (``https://``, proxies).
+    """
     if client is not None:
         return client, False
     timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+    if use_builtin_http(url):
+        return ConnectionPool(timeout), True
     return httpx2.Client(timeout=timeout, verify=default_ssl_context()), True
 
 
@@ -61,7 +78,7 @@ class _OwnsHttpClient:
     As a context manager, on exit. Warns (``ResourceWarning``) when collected unclosed.
     """
 
-    _client: httpx2.Client
+    _client: _Http
     _owns_client: bool
     _closed: bool
     _kind = "object"
@@ -109,7 +126,7 @@ class FlowRunner(Generic[R]):
 
     def __init__(
         self,
-        client: httpx2.Client,
+        client: _Http,
         flow: Generator[core.Action, Any, R],
         *,
         on_error: Callable[[Exception], Any] | None = None,
@@ -121,6 +138,7 @@ class FlowRunner(Generic[R]):
         self._wait_for_seqs = wait_for_seqs
         self._response: httpx2.Response | None = None
         self._body: Any = None
+        self._builtin: HTTPResponse | None = None
         self._outcome: Any = None
         self._throw: BaseException | None = None
         self.done = False
@@ -170,6 +188,9 @@ class FlowRunner(Generic[R]):
         self._release()
 
     def _release(self) -> None:
+        builtin, self._builtin = self._builtin, None
+        if builtin is not None:
+            builtin.close()
         response, self._response = self._response, None
         body, self._body = self._body, None
         try:
@@ -208,6 +229,8 @@ class FlowRunner(Generic[R]):
 
     def _send(self, request: core.Request) -> core.ResponseHead | core.Failure:
         self._release()
+        if isinstance(self._client, ConnectionPool):
+            return self._send_builtin(self._client, request)
         req = self._client.build_request(
             request.method, request.url, headers=list(request.headers), content=request.content
         )
@@ -233,10 +256,37 @@ class FlowRunner(Generic[R]):
         self.last_head = head
         return head
 
-    def _receive(self) -> bytes | core.Failure:
-        if self._body is None:
-            return b""
+    def _send_builtin(
+        self, pool: ConnectionPool, request: core.Request
+    ) -> core.ResponseHead | core.Failure:
         try:
+            response = pool.send(request.method, request.url, request.headers, request.content)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+            return core.Failure(exc, sent=False)
+        except httpx2.TransportError as exc:
+            return core.Failure(exc, sent=True)
+        body = None
+        if not request.stream:
+            try:
+                body = response.read()
+            except httpx2.TransportError as exc:
+                return core.Failure(exc, sent=True)
+            finally:
+                response.close()
+        else:
+            self._builtin = response
+        head = core.ResponseHead(
+            response.status_code, response.headers, body, response.reason_phrase
+        )
+        self.last_head = head
+        return head
+
+    def _receive(self) -> bytes | core.Failure:
+        try:
+            if self._builtin is not None:
+                return self._builtin.receive()
+            if self._body is None:
+                return b""
             chunk: bytes = next(self._body, b"")
         except httpx2.TransportError as exc:
             return core.Failure(exc, sent=True)
@@ -294,12 +344,12 @@ class StreamResponse(_OwnsHttpClient):
         self,
         options: core.ReadOptions,
         *,
-        client: httpx2.Client | None = None,
+        client: httpx2.Client | ConnectionPool | None = None,
         timeout: Any = None,
         on_error: Callable[[Exception], Any] | None = None,
     ) -> None:
         self._options = options
-        self._client, self._owns_client = _make_client(client, timeout)
+        self._client, self._owns_client = _make_client(client, timeout, options.url)
         self._runner: FlowRunner[None] = FlowRunner(
             self._client, core.read_flow(options), on_error=on_error
         )
@@ -553,7 +603,7 @@ def open_sync_response(
     headers: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     on_error: Callable[[Exception], Any] | None = None,
-    client: httpx2.Client | None = None,
+    client: _Http | None = None,
     timeout: Any = None,  # noqa: ASYNC109 - the HTTP client's timeout, as in httpx
     retry: core.RetryPolicy | None = None,
     if_none_match: str | None = None,
@@ -649,13 +699,30 @@ class DurableStream(_OwnsHttpClient):
         self._batch_busy = False
         self._batch_shared = False  # whether the last batch had company (concurrent callers)
         self._timeout = timeout
-        self._client, self._owns_client = _make_client(client, timeout)
+        self._client, self._owns_client = _make_client(client, timeout, url)
+        self._httpx: httpx2.Client | None = None
         self._closed = False
 
     @property
     def client(self) -> httpx2.Client:
-        """The HTTP client this handle uses."""
-        return self._client
+        """The httpx2 client of this handle: yours if you passed ``client=``.
+
+        A handle that makes its own connections uses the built-in HTTP/1.1 client for plain
+        ``http://`` URLs (see "HTTP" in docs/durable-client.md); for those, this property
+        creates an httpx2 client on first access (with the handle's timeout; closed with
+        the handle) for your own requests. The handle's requests do not use it.
+        """
+        if isinstance(self._client, httpx2.Client):
+            return self._client
+        if self._httpx is None:
+            timeout = self._timeout if self._timeout is not None else DEFAULT_TIMEOUT
+            self._httpx = httpx2.Client(timeout=timeout, verify=default_ssl_context())
+        return self._httpx
+
+    def _release(self) -> None:
+        httpx_client, self._httpx = self._httpx, None
+        if httpx_client is not None:
+            httpx_client.close()
 
     def _run(self, flow: Generator[core.Action, Any, R]) -> R:
         return FlowRunner(self._client, flow).run()
