@@ -38,7 +38,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from urllib.parse import unquote
 
 import anyio
@@ -60,6 +60,14 @@ ASGIApp = Callable[
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET: Final = re.compile(rb"/[\x21-\x7e]*")
+# A header line: a token name, a colon, a value of visible octets, SP and HTAB (no control
+# characters: a bare CR or LF never passes), optional whitespace around the value.
+_FIELDS: Final = re.compile(
+    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n(?!\Z)|\Z))*"
+)
+_REQUEST_FRAMING: Final = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"expect")
+)
 _REASONS: Final = {
     100: "Continue",
     200: "OK",
@@ -180,29 +188,22 @@ class _Connection:
         )
         self.unyielded = 0
         self.chunk_left = 0  # bytes of the current request-body chunk not yet read
-        self.armed = False  # self.timer has a finite deadline
-
-    def _arm(self, timeout: float) -> None:
-        self.timer.deadline = anyio.current_time() + timeout
-        self.armed = True
-
-    def _disarm(self) -> None:
-        if self.armed:
-            self.timer.deadline = math.inf
-            self.armed = False
+        # When waiting for a request head: the time.monotonic() after which _Tracker.reap
+        # cancels self.timer. A float store per request instead of moving a cancel scope's
+        # deadline (which costs a heap operation in the event loop) twice per request.
+        self.expires = math.inf
+        self.wait_readable = tracker.wait_readable
 
     # ------------------------------------------------------------------ reading
 
-    async def _fill(self, arm: float | None = None) -> None:
+    async def _fill(self, wait_first: bool = False) -> None:
         """Read more bytes into ``self.buf``.
 
-        With ``arm`` (seconds), the connection's timer is armed for it, but only if the read has
-        to wait (moving a deadline costs more than the read itself).
+        ``wait_first``: wait for readability before the first ``recv`` (after a response,
+        the next request has usually not arrived yet: a ``recv`` would only fail).
         """
         sock = self.sock
         if sock is None:
-            if arm is not None and not self.armed:
-                self._arm(arm)
             try:
                 data = await self.stream.receive(65536)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -210,14 +211,15 @@ class _Connection:
                 raise _Closed from None
             self.buf += data
             return
+        if wait_first:
+            self.unyielded = 0
+            await self.wait_readable(sock)
         while True:  # trio: the non-blocking socket directly, waiting only when needed
             try:
                 data = sock.recv(65536)
             except BlockingIOError:
                 self.unyielded = 0
-                if arm is not None and not self.armed:
-                    self._arm(arm)
-                await anyio.wait_readable(sock)
+                await self.wait_readable(sock)
                 continue
             except OSError:
                 self.eof = True
@@ -231,26 +233,28 @@ class _Connection:
     async def _read_head(self) -> bytes | None:
         """The next request head (without the blank line), or None on a clean close.
 
-        Timeouts come from ``self.timer``, the connection's one cancel scope: its deadline is
-        moved here (cheaper than a new scope per request), only when a read has to wait, and
-        lifted while the app runs.
+        Timeouts: ``self.expires`` is set here and lifted while the app runs; the tracker's
+        reaper cancels ``self.timer``, the connection's one cancel scope, once it passes.
         """
         if not self.buf:
+            self.expires = time.monotonic() + self.limits.keep_alive_timeout
             try:
-                await self._fill(self.limits.keep_alive_timeout)
+                await self._fill(wait_first=True)
             except _Closed:
                 return None
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             self.in_head = True
-            self._arm(self.limits.head_timeout)
+            self.expires = time.monotonic() + self.limits.head_timeout
             while end < 0:
                 if len(self.buf) > self.limits.max_head_size:
                     raise _BadRequest("request head too large", 431)
                 await self._fill()
                 end = self.buf.find(b"\r\n\r\n")
             self.in_head = False
-        self._disarm()
+        self.expires = math.inf
+        if self.timer.cancel_called:  # timed out just as the head arrived: don't start it
+            return None
         if end > self.limits.max_head_size:
             raise _BadRequest("request head too large", 431)
         head = bytes(self.buf[:end])
@@ -309,8 +313,12 @@ class _Connection:
 
     def _parse(self, head: bytes) -> tuple[Scope, int | None, bool, bool, bool]:
         """Scope, content length (None: chunked), keep-alive, expect-continue, is HTTP/1.1."""
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ")
+        line_end = head.find(b"\r\n")
+        if line_end < 0:
+            request_line, fields = head, b""
+        else:
+            request_line, fields = head[:line_end], head[line_end + 2 :]
+        parts = request_line.split(b" ")
         if len(parts) != 3:
             raise _BadRequest("malformed request line")
         method, target, version = parts
@@ -324,23 +332,25 @@ class _Connection:
             raise _BadRequest("malformed method")
         if not _TARGET.fullmatch(target):
             raise _BadRequest("malformed request target")
-        if len(lines) - 1 > self.limits.max_headers:
+        # One regex pass validates every header line; _field_error only names the fault.
+        lines = fields.split(b"\r\n") if fields else []
+        if len(lines) > self.limits.max_headers:
             raise _BadRequest("too many header fields", 431)
+        if not _FIELDS.fullmatch(fields):
+            _field_error(lines)
         headers: list[tuple[bytes, bytes]] = []
         length: int | None = 0
         lengths: set[bytes] = set()
         chunked = False
         connection = b""
         expect = False
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
-                raise _BadRequest("malformed header line")
-            value = value.strip(b" \t")
-            if _BAD_VALUE.search(value):
-                raise _BadRequest("control character in a header value")
+        for line in lines:
+            name, _, value = line.partition(b":")
             name = name.lower()
+            value = value.strip(b" \t")
             headers.append((name, value))
+            if name not in _REQUEST_FRAMING:
+                continue
             if name == b"content-length":
                 lengths.update(v.strip() for v in value.split(b","))
             elif name == b"transfer-encoding":
@@ -389,6 +399,7 @@ class _Connection:
         return scope, length, keep_alive, expect, http11
 
     async def run(self) -> None:
+        self.tracker.connections.add(self)
         try:
             with self.timer:
                 await self._serve_requests()
@@ -399,6 +410,7 @@ class _Connection:
         except Exception:
             logger.exception("HTTP/1.1 connection failed")
         finally:
+            self.tracker.connections.discard(self)
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
 
@@ -603,18 +615,37 @@ class _Connection:
                 view = view[sock.send(view) :]
             except BlockingIOError:
                 self.unyielded = 0
-                await anyio.wait_writable(sock)
+                await self.tracker.wait_writable(sock)
             except OSError:
                 raise _Closed from None
 
 
 class _Tracker:
-    """Counts connections busy with a request, for a graceful shutdown."""
+    """The open connections: how many are busy (for a graceful shutdown), their timeouts."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: HTTP1Limits, raw_io: bool) -> None:
         self.busy = 0
         self.stopping = False
         self.idle = anyio.Event()
+        self.connections: set[_Connection] = set()
+        self.wait_readable: Callable[[socket.socket], Awaitable[None]] = anyio.wait_readable
+        self.wait_writable: Callable[[socket.socket], Awaitable[None]] = anyio.wait_writable
+        if raw_io:  # trio's own functions: anyio's wrappers look the backend up per call
+            import trio
+
+            self.wait_readable = trio.lowlevel.wait_readable
+            self.wait_writable = trio.lowlevel.wait_writable
+        # The reaper's period: a timeout fires at most this late.
+        self.period = min(1.0, max(0.01, min(limits.head_timeout, limits.keep_alive_timeout) / 5))
+
+    async def reap(self) -> None:
+        """Forever: close connections whose head or keep-alive timeout has passed."""
+        while True:
+            await anyio.sleep(self.period)
+            now = time.monotonic()
+            for conn in self.connections:
+                if conn.expires <= now:
+                    conn.timer.cancel()
 
     def done_one(self) -> None:
         self.busy -= 1
@@ -636,6 +667,17 @@ class _suppress_closed:
         return exc_type is not None and issubclass(
             exc_type, (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
         )
+
+
+def _field_error(lines: list[bytes]) -> NoReturn:
+    """Raise the 400 that names what is wrong with header lines that failed ``_FIELDS``."""
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _BadRequest("malformed header line")
+        if _BAD_VALUE.search(value.strip(b" \t")):
+            raise _BadRequest("control character in a header value")
+    raise _BadRequest("malformed header line")
 
 
 def _is_hex(text: bytes) -> bool:
@@ -730,9 +772,10 @@ async def serve_http1(
             for one in listener.listeners
         ]
         server = bound[0]
-        tracker = _Tracker()
         raw_io = hasattr(anyio.lowlevel.current_token().native_token, "run_sync_soon")  # trio
+        tracker = _Tracker(limits, raw_io)
         async with anyio.create_task_group() as conns:
+            conns.start_soon(tracker.reap)
 
             async def handle(stream: anyio.abc.SocketStream) -> None:
                 await _Connection(app, stream, limits, state, server, tracker, raw_io).run()
