@@ -14,12 +14,13 @@ while the writer commits.
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
@@ -38,6 +39,7 @@ from .._protocol.durable.model import (
     meta_to_json,
 )
 from .._protocol.durable.offsets import Offset
+from .._protocol.durable.parsing import BadRequest
 from .._protocol.durable.planning import (
     AppendPlan,
     AppendRequest,
@@ -93,6 +95,23 @@ CREATE TABLE IF NOT EXISTS producers (
 
 
 _CACHE_LIMIT: Final = 100_000
+# A stored meta's tail may lag its records: an append that changes nothing else in the
+# metadata writes only its record (one statement instead of two). Reads take the tail from
+# the records' index (an O(log n) seek), so the tail is committed exactly with the data.
+_SELECT_META: Final = (
+    "SELECT meta, (SELECT max(end_pos) FROM records WHERE name = ?1) FROM streams WHERE name = ?1"
+)
+_STABLE_FIELDS: Final = operator.attrgetter(
+    *(f.name for f in fields(StreamMeta) if f.name not in ("tail", "last_access"))
+)
+
+
+def _stored_meta(text: str, max_end: int | None) -> StreamMeta:
+    """A stored meta with its tail brought up to its last record's end."""
+    meta = meta_from_json(text)
+    if max_end is not None and max_end > meta.tail.position:
+        meta = replace(meta, tail=Offset(meta.tail.segment, max_end))
+    return meta
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -120,13 +139,14 @@ class _SqliteTxn:
         self.conn = conn
         self.cache: dict[str, StreamMeta | None] | None = {} if cache else None
         self.touched: set[str] = set()
+        self.writes = 0  # statements that changed something, for _run_batch's checks
 
     def get_meta(self, name: str) -> StreamMeta | None:
         cache = self.cache
         if cache is not None and name in cache:
             return cache[name]
-        row = self.conn.execute("SELECT meta FROM streams WHERE name = ?", (name,)).fetchone()
-        meta = meta_from_json(row[0]) if row else None
+        row = self.conn.execute(_SELECT_META, (name,)).fetchone()
+        meta = _stored_meta(row[0], row[1]) if row else None
         if cache is not None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
@@ -134,6 +154,20 @@ class _SqliteTxn:
         return meta
 
     def put_meta(self, meta: StreamMeta) -> None:
+        self.writes += 1
+        if self.cache is not None:
+            old = self.cache.get(meta.name)
+            if (
+                old is not None
+                and meta.ttl is None
+                and meta.tail >= old.tail
+                and _STABLE_FIELDS(old) == _STABLE_FIELDS(meta)
+            ):
+                # Only the tail (recovered from the records, see _stored_meta) and the
+                # access time (which matters only for a sliding TTL) moved: no write.
+                self.touched.add(meta.name)
+                self.cache[meta.name] = meta
+                return
         self.conn.execute(
             "INSERT INTO streams (name, meta, deadline) VALUES (?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET meta = excluded.meta, deadline = excluded.deadline",
@@ -144,6 +178,7 @@ class _SqliteTxn:
             self.cache[meta.name] = meta
 
     def drop(self, name: str) -> None:
+        self.writes += 1
         for table in ("streams", "records", "producers"):
             self.conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
         if self.cache is not None:
@@ -168,6 +203,7 @@ class _SqliteTxn:
         return ProducerState(row[0], row[1]) if row else None
 
     def put_producer(self, name: str, producer_id: str, state: ProducerState) -> None:
+        self.writes += 1
         self.conn.execute(
             "INSERT INTO producers (name, producer_id, epoch, seq) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (name, producer_id) DO UPDATE SET epoch = excluded.epoch, "
@@ -176,12 +212,14 @@ class _SqliteTxn:
         )
 
     def add_record(self, name: str, record: Record) -> None:
+        self.writes += 1
         self.conn.execute(
             "INSERT INTO records (name, end_pos, start_pos, data) VALUES (?, ?, ?, ?)",
             (name, record.end.position, record.start.position, record.data),
         )
 
     def copy_records(self, source: str, target: str, upto: Offset) -> None:
+        self.writes += 1
         self.conn.execute(
             "INSERT INTO records (name, end_pos, start_pos, data) "
             "SELECT ?, end_pos, start_pos, data FROM records WHERE name = ? AND end_pos <= ?",
@@ -206,6 +244,14 @@ class _Job:
     result: Any = None
     error: BaseException | None = None
     finished: bool = field(default=False)
+    checks_first: bool = False
+    """``fn`` usually raises :class:`Rejected`/:class:`BadRequest` before it writes: it runs
+    without a ``SAVEPOINT`` of its own. If it fails after writing, the batch is redone with
+    a savepoint per job."""
+
+
+class _Redo(Exception):
+    """A job without a savepoint failed unexpectedly: redo the batch with savepoints."""
 
 
 _STOP: Final = object()
@@ -287,7 +333,15 @@ class SqliteStorage(StreamStorage):
             if stop:
                 return
 
-    def _run_batch(self, conn: sqlite3.Connection, txn: _SqliteTxn, batch: list[_Job]) -> None:
+    def _run_batch(
+        self, conn: sqlite3.Connection, txn: _SqliteTxn, batch: list[_Job], *, safe: bool = False
+    ) -> None:
+        """Run ``batch`` in one transaction, each job in a ``SAVEPOINT`` unless it checks first.
+
+        Appends (``checks_first``) skip the two statements of a savepoint: they reject before
+        writing. Should one fail in another way (an SQL error between its writes), the whole
+        transaction is rolled back and the batch redone with a savepoint per job (``safe``).
+        """
         try:
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -295,8 +349,19 @@ class SqliteStorage(StreamStorage):
                 self._data_version = version
                 txn.forget()
             for job in batch:
-                conn.execute("SAVEPOINT job")
                 txn.touched.clear()
+                if job.checks_first and not safe:
+                    writes = txn.writes
+                    try:
+                        job.result = job.fn(txn)
+                    except (Rejected, BadRequest) as exc:
+                        if txn.writes != writes:  # it wrote (an expiry), then refused
+                            raise _Redo from exc
+                        job.error = exc
+                    except Exception as exc:
+                        raise _Redo from exc
+                    continue
+                conn.execute("SAVEPOINT job")
                 try:
                     job.result = job.fn(txn)
                 except Exception as exc:  # a rejection: undo this job only
@@ -305,6 +370,12 @@ class SqliteStorage(StreamStorage):
                     job.error = exc
                 conn.execute("RELEASE job")
             conn.execute("COMMIT")
+        except _Redo:
+            txn.forget()
+            conn.execute("ROLLBACK")
+            for job in batch:
+                job.result = job.error = None
+            self._run_batch(conn, txn, batch, safe=True)
         except sqlite3.Error as exc:
             logger.exception("sqlite commit failed")
             txn.forget()
@@ -315,10 +386,10 @@ class SqliteStorage(StreamStorage):
                 job.error = BackendError(f"sqlite write failed: {exc}")
                 job.error.__cause__ = exc
 
-    async def _write(self, fn: Callable[[_SqliteTxn], T]) -> T:
+    async def _write(self, fn: Callable[[_SqliteTxn], T], *, checks_first: bool = False) -> T:
         if not self._running:
             raise BackendError("sqlite storage is not open")
-        job = _Job(fn, anyio.Event())
+        job = _Job(fn, anyio.Event(), checks_first=checks_first)
         self._jobs.put(job)
         assert job.done is not None
         with anyio.CancelScope(shield=True):  # the write happens anyway; await its outcome
@@ -369,7 +440,7 @@ class SqliteStorage(StreamStorage):
 
     async def append(self, name: str, req: AppendRequest, *, now: float) -> AppendPlan:
         """Append and/or close (see :meth:`StreamStorage.append`); durable on return."""
-        plan = await self._write(lambda txn: txn_append(txn, name, req, now=now))
+        plan = await self._write(lambda txn: txn_append(txn, name, req, now=now), checks_first=True)
         if plan.appended:
             self.notifier.notify(name)
         return plan
@@ -436,8 +507,11 @@ class SqliteStorage(StreamStorage):
         """The live streams' metadata, sorted by name (see :meth:`StreamStorage.list_streams`)."""
 
         def run(txn: _SqliteTxn) -> list[StreamMeta]:
-            rows = txn.conn.execute("SELECT meta FROM streams ORDER BY name")
-            return [meta_from_json(row[0]) for row in rows]
+            rows = txn.conn.execute(
+                "SELECT meta, (SELECT max(end_pos) FROM records WHERE records.name = "
+                "streams.name) FROM streams ORDER BY name"
+            )
+            return [_stored_meta(row[0], row[1]) for row in rows]
 
         return visible_streams(await self._read_sync(run), now=now, limit=limit)
 
