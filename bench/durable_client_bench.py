@@ -11,11 +11,15 @@ Workload (defaults; ``--quick`` for a small smoke run):
   and a binary stream of the same size, iterated chunk by chunk (``for chunk in res``: the
   official 0.1.0's ``read_bytes()`` stops after the first response). Messages/s and MB/s;
   5 reads per client per round, interleaved; the byte / message counts are checked. Each
-  read once as a one-off ``stream(url)`` (the session creates its HTTP client) and once with
-  a caller's client passed in (``+client``: steady-state throughput).
+  read once as a one-off ``stream(url)`` (the session makes its own connections: ours with
+  its built-in HTTP/1.1 client, the official one with a new httpx client) and once with a
+  caller's client passed in (``+client``: an ``httpx2`` client for ours, an ``httpx`` one for
+  the official; steady-state throughput of the two httpx stacks).
 * append: 3,000 JSON messages of 100 bytes with ``append()`` - one writer awaiting each
   append, and 32 concurrent writers (the handle's ``batching`` coalesces concurrent appends
   into one POST in both clients). Messages/s; the stream's content is checked afterwards.
+  Handles are created without ``client=`` (ours: built-in HTTP/1.1; official: httpx), as
+  are the producer's and the tail readers'.
 * producer (ours only: the official 0.1.0 has none): 200,000 messages of 100 bytes through
   ``IdempotentProducer.append_nowait`` + ``flush()``, on a JSON and on a binary stream.
 * tail latency: a reader tails a JSON stream (``live="sse"`` / ``"long-poll"``); a writer

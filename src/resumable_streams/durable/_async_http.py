@@ -99,17 +99,26 @@ async def _connect(host: str, port: int, timeout: float | None) -> _Stream:  # n
         return await anyio.connect_tcp(host, port)
 
 
+# (a bare CancelScope costs less than anyio.fail_after, which these two run on every request)
 async def _send_all(stream: _Stream, data: bytes, timeout: float | None) -> None:  # noqa: ASYNC109
-    with anyio.fail_after(timeout):
+    if timeout is None:
         await stream.send(data)
+        return
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+        await stream.send(data)
+    if scope.cancelled_caught:
+        raise TimeoutError
 
 
 async def _receive(stream: _Stream, timeout: float | None) -> bytes:  # noqa: ASYNC109
-    with anyio.fail_after(timeout):
-        try:
+    try:
+        if timeout is None:
             return await stream.receive(RECEIVE_BYTES)
-        except anyio.EndOfStream:
-            return b""
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout):
+            return await stream.receive(RECEIVE_BYTES)
+        raise TimeoutError  # the scope's deadline cancelled the receive
+    except anyio.EndOfStream:
+        return b""
 
 
 async def _close(stream: _Stream) -> None:
@@ -166,7 +175,7 @@ class AsyncConnectionPool:
 
     def __init__(self, timeout: Any = None) -> None:
         self._connect_timeout, self._read_timeout, self._write_timeout = _timeouts(timeout)
-        self._idle: dict[tuple[str, int], list[_Stream]] = {}
+        self._idle: dict[tuple[str, int], list[tuple[_Stream, socket.socket]]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -179,31 +188,31 @@ class AsyncConnectionPool:
         """Close the idle connections; connections in use close when their response ends."""
         self._closed = True
         with self._lock:
-            idle = [stream for streams in self._idle.values() for stream in streams]
+            idle = [stream for streams in self._idle.values() for stream, _ in streams]
             self._idle.clear()
         for stream in idle:
             await _close(stream)
 
-    async def _checkout(self, origin: tuple[str, int]) -> _Stream | None:
+    async def _checkout(self, origin: tuple[str, int]) -> tuple[_Stream, socket.socket] | None:
         """An idle connection to ``origin`` that the server has not closed, if any."""
         while True:
             with self._lock:
                 streams = self._idle.get(origin)
                 if not streams:
                     return None
-                stream = streams.pop()
-            if not _readable(_raw_socket(stream)):
-                return stream
-            await _close(stream)
+                conn = streams.pop()
+            if not _readable(conn[1]):
+                return conn
+            await _close(conn[0])
 
-    async def _checkin(self, origin: tuple[str, int], stream: _Stream) -> None:
+    async def _checkin(self, origin: tuple[str, int], conn: tuple[_Stream, socket.socket]) -> None:
         with self._lock:
             streams = self._idle.setdefault(origin, [])
             keep = not self._closed and len(streams) < MAX_IDLE_PER_ORIGIN
             if keep:
-                streams.append(stream)
+                streams.append(conn)
         if not keep:
-            await _close(stream)
+            await _close(conn[0])
 
     async def send(
         self,
@@ -228,14 +237,17 @@ class AsyncConnectionPool:
             target += "?" + parts.query
         data = http11.serialize_request(method, target, parts.netloc, headers, content)
         origin = (host, port)
-        stream = await self._checkout(origin)
-        if stream is None:
+        conn = await self._checkout(origin)
+        if conn is None:
             try:
                 stream = await _connect(host, port, self._connect_timeout)
             except TimeoutError as exc:
                 raise httpx2.ConnectTimeout(f"connecting to {host}:{port}: timed out") from exc
             except _IO_ERRORS as exc:
                 raise httpx2.ConnectError(f"connecting to {host}:{port}: {exc!r}") from exc
+            conn = (stream, _raw_socket(stream))
+        else:
+            stream = conn[0]
         parser = http11.ResponseParser(method)
         try:
             try:
@@ -255,7 +267,7 @@ class AsyncConnectionPool:
         except BaseException:
             await _close(stream)
             raise
-        response = AsyncHTTPResponse(self, origin, stream, parser, event)
+        response = AsyncHTTPResponse(self, origin, conn, parser, event)
         if parser.complete:
             await response._finish()
         return response
@@ -276,13 +288,14 @@ class AsyncHTTPResponse:
         self,
         pool: AsyncConnectionPool,
         origin: tuple[str, int],
-        stream: _Stream,
+        conn: tuple[_Stream, socket.socket],
         parser: http11.ResponseParser,
         head: http11.ResponseHead,
     ) -> None:
         self._pool = pool
         self._origin = origin
-        self._stream: _Stream | None = stream
+        self._conn = conn
+        self._stream: _Stream | None = conn[0]
         self._parser = parser
         self._keep_alive = head.keep_alive
         self.status_code = head.status
@@ -325,7 +338,7 @@ class AsyncHTTPResponse:
         if stream is None:
             return
         if self._keep_alive and not self._parser.leftover:
-            await self._pool._checkin(self._origin, stream)
+            await self._pool._checkin(self._origin, self._conn)
         else:
             await _close(stream)
 

@@ -125,7 +125,7 @@ class ConnectionPool:
 
     def __init__(self, timeout: Any = None) -> None:
         self._connect_timeout, self._read_timeout, self._write_timeout = _timeouts(timeout)
-        self._idle: dict[tuple[str, int], list[_Stream]] = {}
+        self._idle: dict[tuple[str, int], list[tuple[_Stream, socket.socket]]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -138,31 +138,31 @@ class ConnectionPool:
         """Close the idle connections; connections in use close when their response ends."""
         self._closed = True
         with self._lock:
-            idle = [stream for streams in self._idle.values() for stream in streams]
+            idle = [stream for streams in self._idle.values() for stream, _ in streams]
             self._idle.clear()
         for stream in idle:
             _close(stream)
 
-    def _checkout(self, origin: tuple[str, int]) -> _Stream | None:
+    def _checkout(self, origin: tuple[str, int]) -> tuple[_Stream, socket.socket] | None:
         """An idle connection to ``origin`` that the server has not closed, if any."""
         while True:
             with self._lock:
                 streams = self._idle.get(origin)
                 if not streams:
                     return None
-                stream = streams.pop()
-            if not _readable(_raw_socket(stream)):
-                return stream
-            _close(stream)
+                conn = streams.pop()
+            if not _readable(conn[1]):
+                return conn
+            _close(conn[0])
 
-    def _checkin(self, origin: tuple[str, int], stream: _Stream) -> None:
+    def _checkin(self, origin: tuple[str, int], conn: tuple[_Stream, socket.socket]) -> None:
         with self._lock:
             streams = self._idle.setdefault(origin, [])
             keep = not self._closed and len(streams) < MAX_IDLE_PER_ORIGIN
             if keep:
-                streams.append(stream)
+                streams.append(conn)
         if not keep:
-            _close(stream)
+            _close(conn[0])
 
     def send(
         self,
@@ -187,14 +187,17 @@ class ConnectionPool:
             target += "?" + parts.query
         data = http11.serialize_request(method, target, parts.netloc, headers, content)
         origin = (host, port)
-        stream = self._checkout(origin)
-        if stream is None:
+        conn = self._checkout(origin)
+        if conn is None:
             try:
                 stream = _connect(host, port, self._connect_timeout)
             except TimeoutError as exc:
                 raise httpx2.ConnectTimeout(f"connecting to {host}:{port}: timed out") from exc
             except _IO_ERRORS as exc:
                 raise httpx2.ConnectError(f"connecting to {host}:{port}: {exc!r}") from exc
+            conn = (stream, _raw_socket(stream))
+        else:
+            stream = conn[0]
         parser = http11.ResponseParser(method)
         try:
             try:
@@ -214,7 +217,7 @@ class ConnectionPool:
         except BaseException:
             _close(stream)
             raise
-        response = HTTPResponse(self, origin, stream, parser, event)
+        response = HTTPResponse(self, origin, conn, parser, event)
         if parser.complete:
             response._finish()
         return response
@@ -235,13 +238,14 @@ class HTTPResponse:
         self,
         pool: ConnectionPool,
         origin: tuple[str, int],
-        stream: _Stream,
+        conn: tuple[_Stream, socket.socket],
         parser: http11.ResponseParser,
         head: http11.ResponseHead,
     ) -> None:
         self._pool = pool
         self._origin = origin
-        self._stream: _Stream | None = stream
+        self._conn = conn
+        self._stream: _Stream | None = conn[0]
         self._parser = parser
         self._keep_alive = head.keep_alive
         self.status_code = head.status
@@ -284,7 +288,7 @@ class HTTPResponse:
         if stream is None:
             return
         if self._keep_alive and not self._parser.leftover:
-            self._pool._checkin(self._origin, stream)
+            self._pool._checkin(self._origin, self._conn)
         else:
             _close(stream)
 
