@@ -9,7 +9,8 @@ trio worker ("trio") or uvicorn ("asyncio"), serving one Starlette app with thre
 * ``sse-starlette``: ``EventSourceResponse`` over a generator yielding the same events from a
   list in memory (each event with an ``id``, as ours);
 * ``bare`` (fan-out only): the floor - a minimal streaming ``Response`` that sends the same
-  events with no heartbeat, no disconnect detection and no resumability.
+  events with no heartbeat, no disconnect detection and no resumability; ``bare-ws`` the
+  same over WebSocket (accept, wait, send, close).
 
 Workloads (defaults; ``--quick`` for a smoke run):
 
@@ -24,6 +25,11 @@ The clients run in this process (asyncio, raw sockets; they count events and sto
 end marker, without parsing), on the other core of a 2-core machine. Usage::
 
     .venv/bin/python bench/transports_bench.py [--quick] [--only trio,asyncio] [--json FILE]
+    .venv/bin/python bench/transports_bench.py --memory [--impls ours-sse,bare] [--top 30]
+
+``--memory`` runs only the idle part of the fan-out, twice per implementation: RSS growth per
+idle subscriber (a plain server), then Python heap growth per idle subscriber (a server under
+tracemalloc; with ``--top N`` the N source lines it grew at most).
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ def build_app() -> Any:
 
     ctx = create_resumable_stream_context(redis_url="memory://bench")
     gates: dict[str, anyio.Event] = {}
-    waiting = {"sse-starlette": 0, "bare": 0}
+    waiting = {"sse-starlette": 0, "bare": 0, "bare-ws": 0}
     events = [event_text(i) for i in range(100_000)]
 
     def gate(sid: str) -> anyio.Event:
@@ -132,6 +138,19 @@ def build_app() -> Any:
             done = f"event: done\ndata: {END}\n\n".encode()
             await send({"type": "http.response.body", "body": done, "more_body": False})
 
+    async def bare_ws(websocket: WebSocket) -> None:
+        """The WebSocket floor: accept, wait for the gate, send the events, close."""
+        await websocket.accept()
+        await websocket.receive()  # the hello
+        sid = websocket.path_params["sid"]
+        n, gated = params(websocket.query_params)
+        if gated:
+            waiting["bare-ws"] += 1
+            await gate(sid).wait()
+        for i in range(n):
+            await websocket.send_text(f'{{"position":{i},"text":"{events[i]}"}}')
+        await websocket.close(1000, "done")
+
     async def bare(request: Request) -> Response:
         n, gated = params(request.query_params)
         return Bare(request.path_params["sid"], n, gated)
@@ -154,15 +173,36 @@ def build_app() -> Any:
         ours = sum(1 for name in ctx.mux._channels if name.startswith(prefix))
         return JSONResponse({"ours": ours, **waiting})
 
+    snapshots: list[Any] = []
+
+    async def heap(request: Request) -> Response:
+        """With tracemalloc on (``--memory``): the traced heap; ``?top=N`` the growth since
+        the first call, grouped by source line."""
+        import gc
+        import tracemalloc
+
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot()
+        if not snapshots:
+            snapshots.append(snapshot)
+        top = int(request.query_params.get("top", "0"))
+        lines = [
+            f"{stat.size_diff:>10} {stat.count_diff:>7} {stat.traceback}"
+            for stat in snapshot.compare_to(snapshots[0], "lineno")[:top]
+        ]
+        return JSONResponse({"traced": tracemalloc.get_traced_memory()[0], "top": lines})
+
     return Starlette(
         routes=[
             Route("/ours-sse/{sid}", ours_sse),
             WebSocketRoute("/ours-ws/{sid}", ours_ws),
             Route("/sse-starlette/{sid}", sse_starlette),
             Route("/bare/{sid}", bare),
+            WebSocketRoute("/bare-ws/{sid}", bare_ws),
             Route("/create/{sid}", create, methods=["POST"]),
             Route("/go/{sid}", go, methods=["POST"]),
             Route("/stats", stats),
+            Route("/heap", heap),
         ],
         lifespan=ctx.lifespan,
     )
@@ -170,6 +210,10 @@ def build_app() -> Any:
 
 def serve(backend: str, port: int) -> None:
     """Run the app on 127.0.0.1:port: hypercorn-trio or uvicorn (asyncio)."""
+    if os.environ.get("TRANSPORTS_BENCH_TRACEMALLOC"):
+        import tracemalloc
+
+        tracemalloc.start()
     app = build_app()
     if backend == "trio":
         import trio
@@ -193,14 +237,20 @@ def serve(backend: str, port: int) -> None:
 
 
 class Server:
+    traced = False
+
     def __init__(self, backend: str) -> None:
         from resumable_streams.testing import free_port
 
         self.port = free_port()
+        env = dict(os.environ)
+        if self.traced:
+            env["TRANSPORTS_BENCH_TRACEMALLOC"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "serve", backend, str(self.port)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
+            env=env,
         )
 
     def rss_kib(self) -> int:
@@ -241,6 +291,8 @@ class Server:
             self.proc.wait()
 
 
+TOP = 0
+MEMORY_ONLY = False
 SSE_MARKER = b"event: done"
 WS_MARKER = b"\x03\xe8done"  # the close frame: code 1000, reason "done"
 
@@ -294,6 +346,7 @@ class Result:
     seconds: float
     events_per_s: float
     idle_kib_per_subscriber: float | None = None
+    idle_heap_bytes_per_subscriber: float | None = None
 
 
 def sid() -> str:
@@ -304,7 +357,7 @@ async def one_stream(backend: str, impl: str, n: int) -> Result:
     server = Server(backend)
     try:
         await server.wait_ready()
-        kind = "ws" if impl == "ours-ws" else "sse"
+        kind = "ws" if impl.endswith("-ws") else "sse"
         marker = WS_MARKER if kind == "ws" else SSE_MARKER
         t0 = time.perf_counter()
         reader, writer = await open_client(server.port, kind, f"/{impl}/{sid()}?n={n}")
@@ -321,11 +374,13 @@ async def fan_out(backend: str, impl: str, n: int, clients: int) -> Result:
     try:
         await server.wait_ready()
         stream = sid()
-        kind = "ws" if impl == "ours-ws" else "sse"
+        kind = "ws" if impl.endswith("-ws") else "sse"
         marker = WS_MARKER if kind == "ws" else SSE_MARKER
-        counter = impl if impl in ("sse-starlette", "bare") else "ours"
+        counter = impl if impl in ("sse-starlette", "bare", "bare-ws") else "ours"
         await asyncio.sleep(0.5)
         baseline = server.rss_kib()
+        if server.traced:
+            heap_baseline = (await server.request("GET", "/heap"))["traced"]
         if impl.startswith("ours"):
             await server.request("POST", f"/create/{stream}?n={n}&gate=1")
         conns = []
@@ -338,6 +393,15 @@ async def fan_out(backend: str, impl: str, n: int, clients: int) -> Result:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
         idle = (server.rss_kib() - baseline) / clients
+        heap = None
+        if server.traced:
+            grown = await server.request("GET", f"/heap?top={TOP}")
+            heap = (grown["traced"] - heap_baseline) / clients
+            print(f"{backend} {impl}: heap growth by line, {clients} idle subscribers:")
+            print("\n".join(grown["top"]), flush=True)
+        if MEMORY_ONLY:
+            server.stop()
+            return Result(backend, impl, f"{clients} subscribers", clients, 0, 0, 0, idle, heap)
         t0 = time.perf_counter()
         await server.request("POST", f"/go/{stream}")
         await asyncio.gather(*(read_to_end(r, marker) for r, _ in conns))
@@ -346,7 +410,15 @@ async def fan_out(backend: str, impl: str, n: int, clients: int) -> Result:
             w.close()
         total = n * clients
         return Result(
-            backend, impl, f"{clients} subscribers", clients, n, elapsed, total / elapsed, idle
+            backend,
+            impl,
+            f"{clients} subscribers",
+            clients,
+            n,
+            elapsed,
+            total / elapsed,
+            idle,
+            heap,
         )
     finally:
         server.stop()
@@ -355,12 +427,29 @@ async def fan_out(backend: str, impl: str, n: int, clients: int) -> Result:
 async def run_all(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     backends = args.only.split(",") if args.only else ["trio", "asyncio"]
+    impls = (
+        args.impls.split(",")
+        if args.impls
+        else ["ours-sse", "sse-starlette", "ours-ws", "bare", "bare-ws"]
+    )
     for backend in backends:
+        if args.memory:
+            for impl in impls:
+                # RSS from a server without tracemalloc (which costs memory of its own),
+                # the Python heap from a second one under it.
+                Server.traced = False
+                result = await fan_out(backend, impl, args.fanout_events, args.subscribers)
+                Server.traced = True
+                traced = await fan_out(backend, impl, args.fanout_events, args.subscribers)
+                result.idle_heap_bytes_per_subscriber = traced.idle_heap_bytes_per_subscriber
+                print(json.dumps(asdict(result)), flush=True)
+                results.append(result)
+            continue
         for impl in ("ours-sse", "sse-starlette", "ours-ws"):
             result = await one_stream(backend, impl, args.events)
             print(json.dumps(asdict(result)), flush=True)
             results.append(result)
-        for impl in ("ours-sse", "sse-starlette", "ours-ws", "bare"):
+        for impl in ("ours-sse", "sse-starlette", "ours-ws", "bare", "bare-ws"):
             result = await fan_out(backend, impl, args.fanout_events, args.subscribers)
             print(json.dumps(asdict(result)), flush=True)
             results.append(result)
@@ -375,6 +464,8 @@ def table(results: list[Result]) -> str:
     for r in results:
         server = "hypercorn (trio)" if r.backend == "trio" else "uvicorn (asyncio)"
         idle = "" if r.idle_kib_per_subscriber is None else f"{r.idle_kib_per_subscriber:.1f}"
+        if r.idle_heap_bytes_per_subscriber is not None:
+            idle += f" (heap {r.idle_heap_bytes_per_subscriber:,.0f} B)"
         lines.append(f"| {server} | {r.impl} | {r.scenario} | {r.events_per_s:,.0f} | {idle} |")
     return "\n".join(lines)
 
@@ -390,7 +481,16 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--fanout-events", type=int, default=200)
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="idle subscribers only, server under tracemalloc: RSS and Python heap growth",
+    )
+    parser.add_argument("--impls", help="with --memory: comma-separated implementations")
+    parser.add_argument("--top", type=int, default=0, help="with --memory: top N heap lines")
     args = parser.parse_args()
+    global TOP, MEMORY_ONLY
+    TOP, MEMORY_ONLY = args.top, args.memory
     if args.quick:
         args.events, args.subscribers, args.fanout_events = 2000, 100, 20
     results = asyncio.run(run_all(args))

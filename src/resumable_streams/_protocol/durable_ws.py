@@ -9,6 +9,8 @@ may read, append, or both::
                                      get the JSON array text, as over SSE)
     server  {"op": "control", "offset": "<tail>", "upToDate": true, "closed": true}
                                     once caught up with a closed stream: the read is over
+    server  {"op": "heartbeat"}     a live read sent nothing for a while; clients skip it
+                                    (it tells a quiet stream from a dead connection)
 
     client  {"op": "append", "id": 7, "data": "...", "encoding"?: "base64",
              "contentType"?: "...", "seq"?: "...", "close"?: true,
@@ -47,6 +49,7 @@ __all__ = [
     "encode_control",
     "encode_data",
     "encode_error",
+    "encode_heartbeat",
     "parse_client_message",
 ]
 
@@ -181,6 +184,14 @@ def encode_control(offset: Offset, *, closed: bool) -> str:
     if closed:
         body["closed"] = True
     return _dumps(body)
+
+
+HEARTBEAT = '{"op":"heartbeat"}'
+
+
+def encode_heartbeat() -> str:
+    """The heartbeat a waiting live read sends after a while without output."""
+    return HEARTBEAT
 
 
 def encode_ack(ident: int | str | None, plan: AppendPlan) -> str:

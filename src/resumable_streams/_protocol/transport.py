@@ -18,6 +18,7 @@ WebSocket (text frames, JSON)::
 
     client -> server   {"position": N}                 once, first: where to start (0 = start)
     server -> client   {"position": P, "text": "..."}  one per chunk, P = position after it
+    server -> client   {"heartbeat": true}             after a while without output; ignore
     server closes      1000 done | 4400 bad request | 4404 not found | 4410 finished before
                        this connection | 4500 producer failed | 4503 try again later (resume)
                        | 1011 server error (resume)
@@ -53,8 +54,10 @@ __all__ = [
     "encode_sse_end",
     "encode_sse_retry",
     "encode_ws_chunk",
+    "encode_ws_heartbeat",
     "encode_ws_hello",
     "is_retryable_close",
+    "is_ws_heartbeat",
     "parse_position",
     "parse_ws_hello",
     "split_chunk",
@@ -277,6 +280,26 @@ def parse_ws_hello(message: str | bytes) -> int:
 def encode_ws_chunk(text: str, position: int) -> str:
     """One chunk message: the text and the position after it."""
     return f'{{"position":{position},"text":{_json_text(text)}}}'
+
+
+WS_HEARTBEAT: Final = '{"heartbeat":true}'
+
+
+def encode_ws_heartbeat() -> str:
+    """The server's heartbeat message (sent after a while without output)."""
+    return WS_HEARTBEAT
+
+
+def is_ws_heartbeat(message: str | bytes) -> bool:
+    """Whether ``message`` is a heartbeat (which a client skips, resetting its idle timer)."""
+    if message == WS_HEARTBEAT:
+        return True
+    if not isinstance(message, str) or '"heartbeat"' not in message:
+        return False
+    try:
+        return bool(json.loads(message) == {"heartbeat": True})
+    except ValueError:
+        return False
 
 
 def decode_ws_chunk(message: str | bytes) -> Chunk:

@@ -69,6 +69,8 @@ class Producer:
         self._wake = anyio.Event()
         self._flushed = anyio.Event()
         self._progress = anyio.Event()
+        self.progress_wakers: set[Callable[[], None]] = set()
+        """Called (plain calls) whenever :meth:`wait_progress` would return."""
         self._pump_scope = anyio.CancelScope()
         self.finished = anyio.Event()
         self._request_channel = ctx.keys.request(stream_id)
@@ -186,7 +188,7 @@ class Producer:
                     await self._finish_keys()
                 await self._flush_all(anyio.current_time() + self.ctx.cleanup_timeout)
             self.finished.set()
-            self._progress.set()
+            self._notify_progress()
 
     async def _pump(self) -> None:
         source: Any = self._make_stream()
@@ -223,6 +225,8 @@ class Producer:
     def _notify_progress(self) -> None:
         event, self._progress = self._progress, anyio.Event()
         event.set()
+        for wake in self.progress_wakers:
+            wake()
 
     async def wait_progress(self) -> None:
         """Wait until a chunk is appended or the stream is finished."""

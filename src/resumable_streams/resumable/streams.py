@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import uuid
 import warnings
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import anyio
 
@@ -38,9 +38,54 @@ if TYPE_CHECKING:
     from .context import ResumableStreamContext
     from .producer import Producer
 
-__all__ = ["ResumableStream", "resume"]
+__all__ = ["ResumableStream", "Waiter", "resume"]
 
 logger = logging.getLogger("resumable_streams")
+
+
+class Waiter(Protocol):
+    """Where an iterator parks while it has nothing to return (:attr:`ResumableStream.waiter`).
+
+    The default waits on an event. A transport that must keep watching its connection while
+    a subscriber idles supplies its own - parked in the connection's ``receive()``, woken by
+    :meth:`wake` - so that one task per connection does both.
+    """
+
+    def wake(self) -> None:
+        """Data (or a state change) arrived: end the current :meth:`wait`.
+
+        A plain call that never blocks; it may come when nobody waits.
+        """
+        ...
+
+    async def wait(self, seconds: float) -> bool:
+        """``True`` once :meth:`wake` was called, ``False`` after ``seconds`` without it.
+
+        It may raise: the iterator then releases its subscription and re-raises.
+        """
+        ...
+
+
+class _EventWaiter:
+    """The default :class:`Waiter`: an event created per wait (nothing held while busy)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        event = self._event = anyio.Event()
+        try:
+            with anyio.move_on_after(seconds):
+                await event.wait()
+        finally:
+            self._event = None
+        return event.is_set()
 
 
 class ResumableStream(AsyncIterator[str]):
@@ -50,22 +95,53 @@ class ResumableStream(AsyncIterator[str]):
     consumer is done with it.
     """
 
+    # Slots: there is one iterator per idle subscriber of a transport.
+    __slots__ = ("__weakref__", "_closed", "_waiter", "position", "stream_id")
+
     def __init__(self, stream_id: str, position: int) -> None:
         self.stream_id = stream_id
         self.position = position
         """UTF-16 code units of the stream before the next chunk (skip included)."""
         self._closed = False
+        self._waiter: Waiter | None = None
 
     @property
     def closed(self) -> bool:
         """Whether the iterator is finished or was closed."""
         return self._closed
 
+    @property
+    def waiter(self) -> Waiter:
+        """How :meth:`__anext__` waits for data: a :class:`Waiter`.
+
+        Settable, e.g. by a transport that watches its connection in the same task.
+        """
+        if self._waiter is None:
+            self._waiter = _EventWaiter()
+            self._waiter_changed()
+        return self._waiter
+
+    @waiter.setter
+    def waiter(self, waiter: Waiter) -> None:
+        self._waiter = waiter
+        self._waiter_changed()
+
+    def _waiter_changed(self) -> None:
+        """Hook: register the waiter's ``wake`` where data arrives."""
+
     def __aiter__(self) -> ResumableStream:
         return self
 
     async def __anext__(self) -> str:
         raise NotImplementedError
+
+    def next_ready(self) -> str | None:
+        """The next chunk if one is already here (no waiting), else ``None``.
+
+        Only plain chunks: the end, errors and re-synchronizations are left to
+        :meth:`__anext__`. A transport uses it to send what queued up in one write.
+        """
+        return None
 
     async def aclose(self) -> None:
         """Stop iterating and release resources (idempotent; never cancels the producer)."""
@@ -95,11 +171,23 @@ class ResumableStream(AsyncIterator[str]):
 class LocalStream(ResumableStream):
     """The creator's view of its own producer: reads the replay buffer, holds no queue."""
 
+    __slots__ = ("_index", "_producer", "_raise_error")
+
     def __init__(self, producer: Producer) -> None:
         super().__init__(producer.stream_id, 0)
         self._producer = producer
         self._index = 0
         self._raise_error = True
+
+    def next_ready(self) -> str | None:
+        buffer = self._producer.buffer
+        if self._closed or self._index >= len(buffer):
+            return None
+        chunk = buffer.chunk(self._index)
+        if chunk is None:
+            return None
+        self._index += 1
+        return self._advance(chunk)
 
     async def __anext__(self) -> str:
         producer = self._producer
@@ -120,7 +208,13 @@ class LocalStream(ResumableStream):
                     self._raise_error = False
                     raise producer.error
                 break
-            await producer.wait_progress()
+            waiter = self.waiter
+            wakers = producer.progress_wakers
+            wakers.add(waiter.wake)
+            try:
+                await waiter.wait(math.inf)
+            finally:
+                wakers.discard(waiter.wake)
         raise StopAsyncIteration
 
 
@@ -132,17 +226,28 @@ RECONNECTED = _Reconnected()
 
 
 class _Inbox:
-    """What one resumer's subscription callback fills: bounded, never blocks the reader."""
+    """What one resumer's subscription callback fills: bounded, never blocks the reader.
 
-    __slots__ = ("__weakref__", "_event", "chars", "items", "limit", "on_overflow", "overflowed")
+    Kept small, as there is one per idle subscriber: a list read from ``head`` instead of a
+    deque, a weak reference to its iterator instead of closures, a plain wake-up callback.
+    """
+
+    __slots__ = ("chars", "head", "items", "limit", "overflowed", "owner", "waker")
 
     def __init__(self, limit: int) -> None:
-        self.items: deque[str | _Reconnected] = deque()
+        self.items: list[str | _Reconnected] = []
+        self.head = 0
         self.chars = 0
         self.limit = limit
         self.overflowed = False
-        self.on_overflow: Callable[[], None] | None = None
-        self._event = anyio.Event()
+        self.owner: weakref.ref[ResumedStream] | None = None
+        self.waker: Callable[[], None] | None = None
+
+    def __bool__(self) -> bool:
+        return self.head < len(self.items)
+
+    def first(self) -> str | _Reconnected:
+        return self.items[self.head]
 
     def put(self, message: str) -> None:
         if self.overflowed:
@@ -152,36 +257,43 @@ class _Inbox:
         if self.chars > self.limit:
             self.overflowed = True
             self.items.clear()
-            if self.on_overflow is not None:
-                self.on_overflow()
-        self._event.set()
+            self.head = 0
+            owner = self.owner() if self.owner is not None else None
+            if owner is not None:
+                owner._release_soon()
+        if self.waker is not None:
+            self.waker()
 
     def mark_reconnected(self) -> None:
         self.items.append(RECONNECTED)
-        self._event.set()
+        if self.waker is not None:
+            self.waker()
 
     def pop(self) -> str | _Reconnected:
-        message = self.items.popleft()
+        items = self.items
+        message = items[self.head]
+        self.head += 1
+        if self.head >= len(items):
+            items.clear()
+            self.head = 0
+        elif self.head >= 64 and self.head * 2 >= len(items):
+            del items[: self.head]
+            self.head = 0
         if isinstance(message, str):
             self.chars -= len(message)
         return message
 
-    async def wait(self) -> None:
-        if not self.items and not self.overflowed:
-            self._event = anyio.Event()
-            await self._event.wait()
-
-
-def _weak(method: Callable[[], None]) -> Callable[[], None]:
-    """A callback that calls a bound ``method`` while its object lives (and keeps it not)."""
-    ref = weakref.WeakMethod(method)
-
-    def call() -> None:
-        bound = ref()
-        if bound is not None:
-            bound()
-
-    return call
+    async def wait_ack(self, seconds: float) -> None:
+        """Wait until something arrived (at most ``seconds``): the resume ack."""
+        if self or self.overflowed:
+            return
+        event = anyio.Event()
+        self.waker = event.set
+        try:
+            with anyio.move_on_after(seconds):
+                await event.wait()
+        finally:
+            self.waker = None
 
 
 class ResumedStream(ResumableStream):
@@ -193,6 +305,8 @@ class ResumedStream(ResumableStream):
     :attr:`position` on a fresh channel. So a consumer that stays connected gets every
     character exactly once, or a :class:`~resumable_streams.errors.StreamInterruptedError`.
     """
+
+    __slots__ = ("_cancelled", "_channel", "_ctx", "_inbox", "_misses", "_subscribed")
 
     def __init__(
         self,
@@ -207,15 +321,30 @@ class ResumedStream(ResumableStream):
         self._subscribed = False
         self._cancelled = False
         self._misses = 0
-        self._on_reconnect = _weak(self._mark_reconnected)
         self._attach(channel, inbox)
 
     def _attach(self, channel: str, inbox: _Inbox) -> None:
         self._channel = channel
         self._inbox = inbox
-        inbox.on_overflow = _weak(self._release_soon)
+        inbox.owner = weakref.ref(self)
+        inbox.waker = self._waiter.wake if self._waiter is not None else None
         self._subscribed = True
-        self._ctx.mux.watch_reconnect(channel, self._on_reconnect)
+        self._ctx.mux.watch_reconnect(channel, inbox.mark_reconnected)
+
+    def _waiter_changed(self) -> None:
+        if self._waiter is not None:
+            self._inbox.waker = self._waiter.wake
+
+    def next_ready(self) -> str | None:
+        inbox = self._inbox
+        if not inbox:
+            return None
+        message = inbox.first()
+        if not isinstance(message, str) or not message or message == DONE_MESSAGE:
+            return None
+        inbox.pop()
+        self._misses = 0
+        return self._advance(message)
 
     def __del__(self) -> None:
         if self._subscribed:
@@ -229,9 +358,6 @@ class ResumedStream(ResumableStream):
                 stacklevel=1,
             )
 
-    def _mark_reconnected(self) -> None:
-        self._inbox.mark_reconnected()
-
     def _release_soon(self) -> None:
         self._ctx.spawn_cleanup(self._release)
 
@@ -239,7 +365,8 @@ class ResumedStream(ResumableStream):
         if not self._subscribed:
             return
         self._subscribed = False
-        self._ctx.mux.unwatch_reconnect(self._channel, self._on_reconnect)
+        self._inbox.waker = None
+        self._ctx.mux.unwatch_reconnect(self._channel, self._inbox.mark_reconnected)
         await _unsubscribe(self._ctx, self._channel, self._inbox)
 
     async def aclose(self) -> None:
@@ -250,7 +377,7 @@ class ResumedStream(ResumableStream):
     async def __anext__(self) -> str:
         while not self._closed:
             inbox = self._inbox
-            if inbox.items:
+            if inbox:
                 message = inbox.pop()
                 if message is RECONNECTED:
                     await self._resync_after_reconnect()
@@ -267,14 +394,14 @@ class ResumedStream(ResumableStream):
                 await self.aclose()
                 raise SlowConsumerError(self.stream_id, self.position, inbox.limit)
             try:
-                with anyio.move_on_after(self._ctx.done_watchdog_interval) as scope:
-                    await inbox.wait()
-            except anyio.get_cancelled_exc_class():
-                self._closed = self._cancelled = True
+                woken = await self.waiter.wait(self._ctx.done_watchdog_interval)
+            except BaseException as exc:  # cancelled, or the waiter's connection is gone
+                self._closed = True
+                self._cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
                 with anyio.CancelScope(shield=True):
                     await self._release()
                 raise
-            if scope.cancelled_caught and await self._watchdog_says_done():
+            if not woken and not inbox and await self._watchdog_says_done():
                 logger.warning(
                     "stream %r: sentinel is DONE or gone but no DONE message came; closing",
                     self.stream_id,
@@ -387,9 +514,8 @@ async def _request_replay(
         await ctx.publisher.publish(
             ctx.keys.request(stream_id), encode_request(listener_id, skip_characters)
         )
-        with anyio.move_on_after(ctx.ack_timeout):
-            await inbox.wait()
-        acked = bool(inbox.items) or inbox.overflowed
+        await inbox.wait_ack(ctx.ack_timeout)
+        acked = bool(inbox) or inbox.overflowed
     finally:
         if not acked:
             await _unsubscribe(ctx, channel, inbox)
@@ -441,7 +567,7 @@ async def resume(
             return None
         raise AckTimeoutError(stream_id, ctx.ack_timeout)
     channel, inbox = answered
-    if inbox.items and inbox.items[0] == DONE_MESSAGE:
+    if inbox and inbox.first() == DONE_MESSAGE:
         # Only possible when a producer sends DONE without a replay first; treat as done.
         await _unsubscribe(ctx, channel, inbox)
         return None

@@ -48,6 +48,7 @@ from .._protocol.transport import (
     decode_ws_chunk,
     encode_ws_hello,
     is_retryable_close,
+    is_ws_heartbeat,
     parse_position,
 )
 from ..errors import (
@@ -386,13 +387,16 @@ class _WebSocketReader(ResumingReader):
 
     async def _receive(self) -> list[Chunk | End]:
         assert self._ws is not None
-        try:
-            with self._idle():
-                message = await self._ws.receive()
-        except TimeoutError:
-            raise self._silent() from None
-        if not isinstance(message, Closed):
-            return [decode_ws_chunk(message)]
+        while True:  # heartbeats only prove the connection alive: each restarts the timer
+            try:
+                with self._idle():
+                    message = await self._ws.receive()
+            except TimeoutError:
+                raise self._silent() from None
+            if isinstance(message, Closed):
+                break
+            if not is_ws_heartbeat(message):
+                return [decode_ws_chunk(message)]
         code, reason = message.code, message.reason
         if code == CloseCode.DONE:
             return [End(self.position)]

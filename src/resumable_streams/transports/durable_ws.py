@@ -37,10 +37,12 @@ from .._protocol.durable_ws import (
     encode_control,
     encode_data,
     encode_error,
+    encode_heartbeat,
     parse_client_message,
 )
 from .._protocol.transport import CloseCode, truncate_reason
 from ..storage.base import StreamStorage
+from ._serving import check_heartbeat
 
 __all__ = ["DurableWebSocketSession", "add_durable_websocket", "handle_durable_websocket"]
 
@@ -51,6 +53,7 @@ DEFAULT_PREFIX = "/v1/stream/"
 #: alone): a reader catching up through a connection that keeps dropping still advances,
 #: instead of losing the same huge message on every reconnect.
 DEFAULT_MAX_READ_BYTES = 64 * 1024
+DEFAULT_HEARTBEAT = 15.0
 _CLOSE_FOR_STATUS = {404: CloseCode.NOT_FOUND, 410: CloseCode.GONE}
 
 
@@ -64,7 +67,11 @@ class DurableWebSocketSession:
         name: str,
         *,
         max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
+        heartbeat: float = DEFAULT_HEARTBEAT,
     ) -> None:
+        check_heartbeat(heartbeat)
+        self.heartbeat = heartbeat
+        self._last_output = anyio.current_time()
         self.ws = websocket
         self.storage = storage
         self.name = name
@@ -77,6 +84,7 @@ class DurableWebSocketSession:
         try:
             async with self._lock:
                 await self.ws.send({"type": "websocket.send", "text": text})
+            self._last_output = anyio.current_time()
         except Exception:  # the peer is gone (each server says it differently): end the session
             self._scope.cancel()
             await anyio.lowlevel.checkpoint()
@@ -168,9 +176,17 @@ class DurableWebSocketSession:
                 if not idle_sent:
                     await self._send(encode_control(position, closed=False))
                     idle_sent = True
-                await event.wait()
+                await self._wait_or_heartbeat(event)
         except Rejected as exc:  # deleted or expired while reading
             await self._fail(exc.status, exc.reason, exc.headers)
+
+    async def _wait_or_heartbeat(self, event: anyio.Event) -> None:
+        """Wait for ``event``; a heartbeat whenever ``heartbeat`` seconds passed silent."""
+        while True:
+            with anyio.move_on_after(self._last_output + self.heartbeat - anyio.current_time()):
+                await event.wait()
+                return
+            await self._send(encode_heartbeat())
 
     async def _fail(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
         await self._send(encode_error(None, status, reason, headers))
@@ -184,10 +200,20 @@ async def handle_durable_websocket(
     name: str,
     *,
     max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
+    heartbeat: float = DEFAULT_HEARTBEAT,
 ) -> None:
-    """Accept ``websocket`` and serve Durable Stream ``name`` of ``storage`` on it."""
+    """Accept ``websocket`` and serve Durable Stream ``name`` of ``storage`` on it.
+
+    A live read that has nothing to send for ``heartbeat`` seconds sends
+    ``{"op": "heartbeat"}`` (a client's ``idle_timeout`` then tells a quiet stream from a
+    dead connection).
+    """
+    check_heartbeat(heartbeat)
     await websocket.accept()
-    await DurableWebSocketSession(websocket, storage, name, max_read_bytes=max_read_bytes).run()
+    session = DurableWebSocketSession(
+        websocket, storage, name, max_read_bytes=max_read_bytes, heartbeat=heartbeat
+    )
+    await session.run()
 
 
 def add_durable_websocket(
@@ -196,13 +222,17 @@ def add_durable_websocket(
     storage: StreamStorage | None = None,
     prefix: str = DEFAULT_PREFIX,
     max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
+    heartbeat: float = DEFAULT_HEARTBEAT,
 ) -> Starlette:
     """Serve WebSocket connections at ``<prefix><stream path>`` of ``app``; return ``app``.
+
+    ``heartbeat``: seconds a waiting live read stays silent before ``{"op": "heartbeat"}``.
 
     For an app from :func:`~resumable_streams.durable.server.create_app`, the storage is the
     one its lifespan opened (``app.state.storage``); pass ``storage`` otherwise. Stream paths
     are validated as over HTTP (no encoded slashes, dot segments or control characters).
     """
+    check_heartbeat(heartbeat)
     raw_prefix = prefix.encode()
 
     async def endpoint(websocket: WebSocket) -> None:
@@ -217,7 +247,9 @@ def add_durable_websocket(
         except BadRequest as exc:
             await websocket.close(CloseCode.BAD_REQUEST, truncate_reason(str(exc)))
             return
-        session = DurableWebSocketSession(websocket, engine, name, max_read_bytes=max_read_bytes)
+        session = DurableWebSocketSession(
+            websocket, engine, name, max_read_bytes=max_read_bytes, heartbeat=heartbeat
+        )
         await session.run()
 
     app.router.routes.insert(0, WebSocketRoute(prefix + "{path:path}", endpoint))

@@ -113,6 +113,8 @@ class DurableWebSocketReader(Reconnecting[DurableMessage]):
                     return [End(0)]
                 if not self.live:
                     return [End(0)]
+            elif op == "heartbeat":
+                continue  # the connection is alive (the idle timer restarts); nothing to do
             elif op == "error":
                 status = body.get("status")
                 cls = RemoteStreamNotFoundError if status in (404, 410) else RequestRejectedError

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from contextlib import suppress
+from typing import ClassVar, Literal
 
 import anyio
-import anyio.lowlevel
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
@@ -36,7 +36,7 @@ from ..errors import AckTimeoutError, ConfigurationError
 from ..resumable.context import ResumableStreamContext
 from ..resumable.producer import MakeStream
 from ..resumable.streams import ResumableStream
-from ._serving import open_at, relay
+from ._serving import ClientGone, ConnectionWatch, check_heartbeat, open_at, relay
 
 __all__ = ["ResumableSSEResponse"]
 
@@ -77,8 +77,7 @@ class ResumableSSEResponse(Response):
         retry: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if isinstance(heartbeat, bool) or not heartbeat > 0:
-            raise ConfigurationError(f"heartbeat must be > 0 seconds, got {heartbeat!r}")
+        check_heartbeat(heartbeat)
         if retry is not None and (
             isinstance(retry, bool) or not isinstance(retry, int) or retry < 0
         ):
@@ -93,24 +92,27 @@ class ResumableSSEResponse(Response):
         self.status_code = 200
         self.background = None
         self.body = b""
+        if headers is None and type(self) is ResumableSSEResponse:
+            # The same for every response: built once (one list less per subscriber).
+            if ResumableSSEResponse._default_headers is None:
+                ResumableSSEResponse._default_headers = self._build_headers(None)
+            self.raw_headers = list(ResumableSSEResponse._default_headers)
+        else:
+            self.raw_headers = self._build_headers(headers)
+
+    _default_headers: ClassVar[list[tuple[bytes, bytes]] | None] = None
+
+    def _build_headers(self, headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
         extra = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         extra.update(headers or {})
         self.init_headers(extra)
         # init_headers added a content-length of 0 for the empty body: not for a stream.
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        return [(k, v) for k, v in self.raw_headers if k != b"content-length"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Open the stream at the client's position and stream it (or answer 204/4xx/503)."""
-        headers = Headers(scope=scope)
         try:
-            if "last-event-id" in headers:
-                position = parse_position(headers["last-event-id"], what="Last-Event-ID")
-            else:
-                query = QueryParams(scope.get("query_string", b""))
-                position = parse_position(
-                    query.get(POSITION_PARAM), what=f"{POSITION_PARAM!r} query parameter"
-                )
-            opened = await open_at(self.ctx, self.stream_id, self.make_stream, position)
+            opened = await self._open(scope)
         except (TransportProtocolError, ConfigurationError) as exc:
             await self._plain(400, str(exc), scope, receive, send)
             return
@@ -126,8 +128,39 @@ class ResumableSSEResponse(Response):
             reason = f"no stream {self.stream_id!r}"
             await self._plain(404, reason, scope, receive, send)
             return
+        # Streaming, in this one task (no helper coroutine: one frame less per idler).
         async with opened:
-            await self._stream(opened, receive, send)
+            try:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
+            except OSError:  # the client left before the stream was open
+                return
+            conn = _Connection(receive, send, self.heartbeat)
+            opened.waiter = conn
+            try:
+                if self.retry is not None:
+                    await conn.write(encode_sse_retry(self.retry))
+                outcome = await relay(opened, conn.emit)
+                if outcome is None:
+                    return
+                if outcome.kind != "retry":
+                    error = "the producer failed" if outcome.kind == "failed" else None
+                    await conn.write(encode_sse_end(outcome.position, error))
+            except ClientGone:
+                return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(1), suppress(OSError):
+            await send({"type": "http.response.body", "body": b""})
+
+    async def _open(self, scope: Scope) -> ResumableStream | Literal["DONE", "NOT_FOUND"]:
+        # A response is sent once: its make_stream is not kept alive by a connection that
+        # only joined or resumed the stream (often a per-request closure: freed at once).
+        make_stream, self.make_stream = self.make_stream, None
+        return await open_at(self.ctx, self.stream_id, make_stream, _requested_position(scope))
 
     @staticmethod
     async def _plain(
@@ -141,100 +174,46 @@ class ResumableSSEResponse(Response):
         out = {"Cache-Control": "no-store", **(headers or {})}
         await PlainTextResponse(reason, status, out)(scope, receive, send)
 
-    async def _stream(self, stream: ResumableStream, receive: Receive, send: Send) -> None:
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-        except OSError:  # the client left before the stream was open
-            return
-        conn = _Connection(receive, send, self.heartbeat)
-        async with anyio.create_task_group() as tg:
-            conn.scope = tg.cancel_scope
-            tg.start_soon(conn.watch)
-            if self.retry is not None:
-                await conn.write(encode_sse_retry(self.retry))
-            outcome = await relay(stream, conn.emit)
-            if outcome.kind != "retry":
-                error = "the producer failed" if outcome.kind == "failed" else None
-                await conn.write(encode_sse_end(outcome.position, error))
-            tg.cancel_scope.cancel()
-        if conn.gone:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(1), suppress(OSError):
-            await send({"type": "http.response.body", "body": b""})
+
+def _requested_position(scope: Scope) -> int | None:
+    """Where the client starts: ``Last-Event-ID``, else ``?position=``, else ``None``."""
+    headers = Headers(scope=scope)
+    if "last-event-id" in headers:
+        return parse_position(headers["last-event-id"], what="Last-Event-ID")
+    query = QueryParams(scope.get("query_string", b""))
+    return parse_position(query.get(POSITION_PARAM), what=f"{POSITION_PARAM!r} query parameter")
 
 
-class _Connection:
-    """One streaming response's I/O: writes, and one task that watches the client.
+_HEARTBEAT = encode_comment("heartbeat")
 
-    The watcher waits for ``http.disconnect`` and writes a comment when a whole ``heartbeat``
-    interval passed without output - one task per subscriber, no closures. Chunks are written
-    without taking the lock unless a heartbeat is being written at that moment (the lock
-    keeps the two from interleaving; the watcher never writes while a chunk is in flight).
+
+class _Connection(ConnectionWatch):
+    """One streaming response's I/O, and the only task it needs.
+
+    While the stream has nothing to send, the response's task waits in ``receive()`` for
+    ``http.disconnect`` (a client that leaves frees its subscription at once) and writes a
+    ``: heartbeat`` comment whenever ``heartbeat`` seconds passed without output; new data
+    wakes it (see :class:`ConnectionWatch`).
     """
 
-    __slots__ = ("gone", "heartbeat", "lock", "receive", "scope", "send", "sending", "wrote")
+    __slots__ = ("send",)
 
     def __init__(self, receive: Receive, send: Send, heartbeat: float) -> None:
-        self.receive = receive
+        super().__init__(heartbeat, receive)
         self.send = send
-        self.heartbeat = heartbeat
-        self.lock = anyio.Lock(fast_acquire=True)
-        self.sending = False
-        self.wrote = False
-        self.gone = False
-        self.scope: anyio.CancelScope | None = None
-
-    def _lost(self) -> None:
-        self.gone = True
-        if self.scope is not None:
-            self.scope.cancel()
 
     async def write(self, data: bytes) -> None:
-        message = {"type": "http.response.body", "body": data, "more_body": True}
         try:
-            if self.lock.locked():  # a heartbeat is being written: wait for it
-                async with self.lock:
-                    await self.send(message)
-            else:
-                self.sending = True
-                try:
-                    await self.send(message)
-                finally:
-                    self.sending = False
-        except OSError:  # the server noticed the client left while we were writing
-            self._lost()
-            await anyio.lowlevel.checkpoint()
-        self.wrote = True
+            await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        except OSError as exc:  # the server noticed the client left while we were writing
+            raise ClientGone from exc
+        self.wrote()
 
     async def emit(self, text: str, position: int) -> None:
         await self.write(encode_sse_chunk(text, position))
 
-    async def watch(self) -> None:
-        while True:
-            with anyio.move_on_after(self.heartbeat) as idle:
-                message: Message = await self.receive()
-            if idle.cancelled_caught:
-                if not self.wrote and not self.sending:
-                    try:
-                        async with self.lock:
-                            await self.send(
-                                {
-                                    "type": "http.response.body",
-                                    "body": encode_comment("heartbeat"),
-                                    "more_body": True,
-                                }
-                            )
-                    except OSError:
-                        self._lost()
-                        return
-                self.wrote = False
-                continue
-            if message["type"] == "http.disconnect":
-                self._lost()
-                return
+    def is_gone(self, message: Message) -> bool:
+        return bool(message["type"] == "http.disconnect")
+
+    async def send_heartbeat(self) -> None:
+        await self.write(_HEARTBEAT)

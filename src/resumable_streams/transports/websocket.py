@@ -35,18 +35,20 @@ from anyio.abc import TaskStatus
 from .._protocol.transport import (
     CloseCode,
     encode_ws_chunk,
+    encode_ws_heartbeat,
     parse_ws_hello,
     truncate_reason,
 )
 from ..errors import AckTimeoutError, ConfigurationError, TransportProtocolError
 from ..resumable.context import ResumableStreamContext
 from ..resumable.producer import MakeStream
-from ._serving import open_at, relay
+from ._serving import ClientGone, ConnectionWatch, check_heartbeat, open_at, relay
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
 __all__ = [
+    "ClientGone",
     "WebSocketConnection",
     "handle_resumable_websocket",
     "run_session",
@@ -56,10 +58,7 @@ __all__ = [
 logger = logging.getLogger("resumable_streams.transports")
 
 DEFAULT_HELLO_TIMEOUT = 10.0
-
-
-class ClientGone(Exception):
-    """The peer went away (raised by a :class:`WebSocketConnection`'s ``send``)."""
+DEFAULT_HEARTBEAT = 15.0
 
 
 class WebSocketConnection(Protocol):
@@ -85,13 +84,18 @@ async def run_session(
     make_stream: MakeStream | None,
     *,
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+    heartbeat: float = DEFAULT_HEARTBEAT,
 ) -> None:
     """Serve one resumable-stream WebSocket session on an accepted connection.
 
     Creates or joins the stream at position 0 when ``make_stream`` is given; otherwise (or
     past 0) resumes only. Returns when the stream ended, the peer left, or the session was
     refused; a peer that leaves frees its subscription at once and the producer runs on.
+    A ``{"heartbeat": true}`` message goes out after ``heartbeat`` seconds without output.
+    One task serves the session: while idle it waits for the peer's messages (see
+    :class:`~resumable_streams.transports._serving.ConnectionWatch`).
     """
+    check_heartbeat(heartbeat)
     hello: str | bytes | None = None
     with anyio.move_on_after(hello_timeout):
         hello = await conn.receive()
@@ -101,6 +105,7 @@ async def run_session(
     try:
         position = parse_ws_hello(hello)
         opened = await open_at(ctx, stream_id, make_stream, position)
+        del make_stream  # not kept alive by a session that only joined or resumed
     except (TransportProtocolError, ConfigurationError) as exc:
         await conn.close(CloseCode.BAD_REQUEST, truncate_reason(str(exc)))
         return
@@ -114,24 +119,10 @@ async def run_session(
         await conn.close(CloseCode.NOT_FOUND, truncate_reason(f"no stream {stream_id!r}"))
         return
 
-    outcome = None
-    async with opened, anyio.create_task_group() as tg:
-
-        async def emit(text: str, end: int) -> None:
-            try:
-                await conn.send(encode_ws_chunk(text, end))
-            except ClientGone:
-                tg.cancel_scope.cancel()
-                await anyio.lowlevel.checkpoint()
-
-        async def watch() -> None:
-            while await conn.receive() is not None:
-                pass  # the protocol has nothing more for clients to say; ignore it
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        outcome = await relay(opened, emit)
-        tg.cancel_scope.cancel()
+    watch = _SessionWatch(conn, heartbeat)
+    async with opened:
+        opened.waiter = watch
+        outcome = await relay(opened, watch.emit)
     if outcome is None:  # the peer left
         return
     if outcome.kind == "done":
@@ -142,10 +133,36 @@ async def run_session(
         await conn.close(CloseCode.RETRY, f"too slow; resume from {outcome.position}")
 
 
+class _SessionWatch(ConnectionWatch):
+    """The session's only task while idle: waits for the peer's messages, sends heartbeats.
+
+    What a client says after its first message is ignored (the protocol has nothing more
+    for it to say); data wakes the wait.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: WebSocketConnection, heartbeat: float) -> None:
+        super().__init__(heartbeat, conn.receive)
+        self.conn = conn
+
+    def is_gone(self, message: str | bytes | None) -> bool:
+        return message is None
+
+    async def send_heartbeat(self) -> None:
+        await self.conn.send(encode_ws_heartbeat())
+
+    async def emit(self, text: str, end: int) -> None:
+        await self.conn.send(encode_ws_chunk(text, end))
+        self.wrote()
+
+
 # -- Starlette / ASGI --------------------------------------------------------------------
 
 
 class _StarletteConnection:
+    __slots__ = ("gone", "ws")
+
     def __init__(self, websocket: WebSocket) -> None:
         self.ws = websocket
         self.gone = False
@@ -184,8 +201,12 @@ async def handle_resumable_websocket(
     make_stream: MakeStream | None = None,
     *,
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+    heartbeat: float = DEFAULT_HEARTBEAT,
 ) -> None:
     """Accept ``websocket`` (a Starlette ``WebSocket``) and serve ``stream_id`` on it.
+
+    ``heartbeat``: seconds without output after which a ``{"heartbeat": true}`` message
+    is sent (so a client's ``idle_timeout`` tells a silent stream from a dead connection).
 
     ::
 
@@ -193,9 +214,15 @@ async def handle_resumable_websocket(
         async def chat_ws(websocket: WebSocket, chat_id: str) -> None:
             await handle_resumable_websocket(websocket, ctx, chat_id, make_stream)
     """
+    check_heartbeat(heartbeat)
     await websocket.accept()
     await run_session(
-        _StarletteConnection(websocket), ctx, stream_id, make_stream, hello_timeout=hello_timeout
+        _StarletteConnection(websocket),
+        ctx,
+        stream_id,
+        make_stream,
+        hello_timeout=hello_timeout,
+        heartbeat=heartbeat,
     )
 
 
@@ -203,6 +230,8 @@ async def handle_resumable_websocket(
 
 
 class _TrioWebSocketConnection:
+    __slots__ = ("_closed_error", "ws")
+
     def __init__(self, ws: Any) -> None:
         from trio_websocket import ConnectionClosed
 
@@ -241,6 +270,7 @@ async def serve_resumable_websockets(
     make_stream: Callable[[str], MakeStream | None] | None = None,
     stream_id_for_path: Callable[[str], str | None] = _last_segment,
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+    heartbeat: float = DEFAULT_HEARTBEAT,
     handler_nursery: Any = None,
     task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -251,7 +281,9 @@ async def serve_resumable_websockets(
     the source for a new stream, or ``None`` to resume only; without it every session is
     resume-only. Runs until cancelled; ``await nursery.start(serve_resumable_websockets, ...)``
     reports the ``trio_websocket.WebSocketServer`` (its ``.port`` is the bound port).
+    ``heartbeat``: seconds without output before a ``{"heartbeat": true}`` message.
     """
+    check_heartbeat(heartbeat)
     from trio_websocket import serve_websocket
 
     async def handler(request: Any) -> None:
@@ -266,7 +298,9 @@ async def serve_resumable_websockets(
                 return
             conn = _TrioWebSocketConnection(await request.accept())
             source = make_stream(stream_id) if make_stream is not None else None
-            await run_session(conn, ctx, stream_id, source, hello_timeout=hello_timeout)
+            await run_session(
+                conn, ctx, stream_id, source, hello_timeout=hello_timeout, heartbeat=heartbeat
+            )
         except Exception:
             logger.exception("WebSocket session at %r failed", request.path)
             if conn is None:
