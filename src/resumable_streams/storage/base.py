@@ -62,6 +62,10 @@ class Notifier:
             event = self._events[name] = anyio.Event()
         return event
 
+    def has_waiters(self, name: str) -> bool:
+        """Whether some reader holds the event of stream ``name`` (may be waiting on it)."""
+        return name in self._events
+
     def notify(self, name: str) -> None:
         """Wake every reader waiting on stream ``name``."""
         event = self._events.pop(name, None)
