@@ -32,7 +32,7 @@ from resumable_streams._protocol import http11
 
 __all__ = ["AsyncConnectionPool", "AsyncHTTPResponse", "use_builtin_http"]
 
-RECEIVE_BYTES = 65536
+RECEIVE_BYTES = 262144
 MAX_IDLE_PER_ORIGIN = 20
 
 
