@@ -13,7 +13,8 @@ published to it meanwhile were lost, and they re-synchronize.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
@@ -30,12 +31,28 @@ Listener = Callable[[str], None]
 
 
 class _Channel:
-    __slots__ = ("listeners", "lock", "subscribed")
+    __slots__ = ("_lock", "listeners", "subscribed")
 
     def __init__(self) -> None:
         self.listeners: list[Listener] = []
-        self.lock = anyio.Lock()
+        self._lock: anyio.Lock | None = None
         self.subscribed = False
+
+    @asynccontextmanager
+    async def lock(self) -> AsyncIterator[None]:
+        """Serialize (un)subscribing; the lock exists only while held or awaited.
+
+        There is a channel per idle resumer: an idle one keeps no lock.
+        """
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = anyio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if self._lock is lock and not lock.locked() and not lock.statistics().tasks_waiting:
+                self._lock = None
 
 
 class ChannelMux:
@@ -80,7 +97,7 @@ class ChannelMux:
             entry = self._channels[channel] = _Channel()
         entry.listeners.append(listener)
         try:
-            async with entry.lock:
+            async with entry.lock():
                 if not entry.subscribed and listener in entry.listeners:
                     await self.subscriber.subscribe(channel, self._deliverer(channel))
                     entry.subscribed = True
@@ -99,7 +116,7 @@ class ChannelMux:
             entry.listeners.remove(listener)
         if entry.listeners:
             return
-        async with entry.lock:
+        async with entry.lock():
             if entry.listeners:
                 return
             try:

@@ -2,7 +2,8 @@
 
 The protocol (sans-IO in :mod:`resumable_streams._protocol.transport`): the client's first
 text message is ``{"position": N}`` (0 = from the start); the server answers with one text
-message ``{"position": P, "text": "..."}`` per chunk (``P`` = position after it) and closes
+message ``{"position": P, "text": "..."}`` per chunk (``P`` = position after it), a
+``{"heartbeat": true}`` message after ``heartbeat`` seconds without output, and closes
 with a code that says how it ended:
 
 ====== ===================================================================
