@@ -58,6 +58,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             backend=args.backend,
             cache_control=args.cache_control or DEFAULT_CACHE_CONTROL,
             http=args.http,
+            max_connections=args.max_connections,
+            keep_alive_timeout=args.keep_alive_timeout,
+            head_timeout=args.head_timeout,
+            body_timeout=args.body_timeout,
             # hypercorn speaks WebSocket (the built-in HTTP/1.1 server does not): serve
             # Durable Streams over WebSocket at the same /v1/stream/<path> URLs there.
             extend_app=_durable_websocket if args.http == "hypercorn" else None,
@@ -126,6 +130,31 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=["builtin", "hypercorn"],
         default="builtin",
         help="HTTP server: the built-in HTTP/1.1 one (default, fastest) or hypercorn",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=10_000,
+        help="open connections at most (built-in server; default 10000): one more gets 503",
+    )
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=positive_float,
+        default=75.0,
+        help="seconds an idle keep-alive connection stays open (default 75)",
+    )
+    parser.add_argument(
+        "--head-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a request head may take to arrive once begun (built-in; default 30; "
+        "then 408)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a request body may stall without a byte (built-in; default 30; then 408)",
     )
     parser.add_argument(
         "--cache-control",

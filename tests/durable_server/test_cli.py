@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx2
@@ -28,6 +29,30 @@ def test_serve_defaults() -> None:
     assert args.long_poll_timeout == 30.0
     assert args.sse_reconnect_interval == 60.0
     assert args.http == "builtin"
+    assert args.max_connections == 10_000
+    assert (args.keep_alive_timeout, args.head_timeout, args.body_timeout) == (75.0, 30.0, 30.0)
+
+
+def test_connection_cap_and_keep_alive_flags(server_factory: type[ServerProcess]) -> None:
+    """``--max-connections 1``: a second connection gets 503; ``--keep-alive-timeout``
+    closes the first once idle."""
+
+    server = server_factory(
+        "--storage", "memory", "--max-connections", "1", "--keep-alive-timeout", "0.5"
+    )
+    server.start()
+    request = b"OPTIONS /v1/stream/x HTTP/1.1\r\nHost: t\r\n\r\n"
+    time.sleep(0.2)  # the start-up probe's connection is gone
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as first:
+        first.sendall(request)
+        assert first.recv(65536).startswith(b"HTTP/1.1 204 ")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as second:
+            second.sendall(request)
+            answer = b""
+            while chunk := second.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503 ")
+        assert first.recv(65536) == b""  # idle beyond the keep-alive timeout: closed
 
 
 def test_serve_flags() -> None:
@@ -72,6 +97,10 @@ def test_serve_flags() -> None:
         ["serve", "--long-poll-timeout", "nan"],
         ["serve", "--sse-reconnect-interval", "inf"],
         ["serve", "--max-body-size", "lots"],
+        ["serve", "--max-connections", "0"],
+        ["serve", "--keep-alive-timeout", "0"],
+        ["serve", "--head-timeout", "-1"],
+        ["serve", "--body-timeout", "soon"],
         [],
     ],
 )

@@ -408,3 +408,39 @@ async def test_sse_on_a_stream_recreated_shorter_ends_cleanly(
                 raw += await read_all(s)
             assert raw.endswith(b"\r\n0\r\n\r\n")  # the chunked response was ended properly
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_connections_over_the_cap_get_503_and_are_closed() -> None:
+    """``max_connections``: the open connections keep working; one more is refused."""
+    with anyio.fail_after(10):
+        async with running(EchoApp(), max_connections=2) as port:
+            first = await anyio.connect_tcp("127.0.0.1", port)
+            second = await anyio.connect_tcp("127.0.0.1", port)
+            async with first, second:
+                for conn in (first, second):  # both are served (and so counted)
+                    await conn.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+                    assert (await conn.receive()).startswith(b"HTTP/1.1 200 ")
+                async with await anyio.connect_tcp("127.0.0.1", port) as third:
+                    await third.send(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+                    answer = await read_all(third)  # the server closes it after answering
+                    assert answer.startswith(b"HTTP/1.1 503 ")
+                    assert b"connection: close" in answer
+                    assert answer.endswith(b"too many open connections")
+                await first.send(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n")  # still served
+                assert (await first.receive()).startswith(b"HTTP/1.1 200 ")
+            # once one closes, a new connection is accepted again
+            for _ in range(100):
+                async with await anyio.connect_tcp("127.0.0.1", port) as fourth:
+                    await fourth.send(b"GET /d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    if (await read_all(fourth)).startswith(b"HTTP/1.1 200 "):
+                        break
+                await anyio.sleep(0.01)  # the server may not have seen the close yet
+            else:
+                raise AssertionError("a connection under the cap was refused")
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        HTTP1Limits(max_connections=0)
+    with pytest.raises(ValueError, match="keep_alive_timeout"):
+        HTTP1Limits(keep_alive_timeout=0)

@@ -31,13 +31,16 @@ sent to the app. Put a TLS-terminating proxy in front for production traffic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import suppress
 from email.utils import formatdate
+from functools import partial
 from typing import Any, Final, NoReturn
 from urllib.parse import unquote
 
@@ -92,7 +95,10 @@ _REASONS: Final = {
 
 
 class HTTP1Limits:
-    """Limits and timeouts of :func:`serve_http1` (seconds and bytes)."""
+    """Limits and timeouts of :func:`serve_http1` (seconds and bytes).
+
+    ``max_connections`` caps the open connections: one more is answered ``503`` and closed.
+    """
 
     def __init__(
         self,
@@ -103,13 +109,24 @@ class HTTP1Limits:
         body_timeout: float = 30.0,
         keep_alive_timeout: float = 75.0,
         shutdown_timeout: float = 2.0,
+        max_connections: int = 10_000,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        for name, value in (
+            ("head_timeout", head_timeout),
+            ("body_timeout", body_timeout),
+            ("keep_alive_timeout", keep_alive_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
         self.max_head_size = max_head_size
         self.max_headers = max_headers
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
         self.keep_alive_timeout = keep_alive_timeout
         self.shutdown_timeout = shutdown_timeout
+        self.max_connections = max_connections
 
 
 class _BadRequest(Exception):
@@ -157,35 +174,42 @@ class _Connection:
     def __init__(
         self,
         app: ASGIApp,
-        stream: anyio.abc.SocketStream,
         limits: HTTP1Limits,
         state: dict[str, Any],
         server: tuple[str, int],
         tracker: _Tracker,
-        raw_io: bool,
+        *,
+        stream: anyio.abc.SocketStream | None = None,
+        aio: _AsyncioIO | None = None,
     ) -> None:
         self.app = app
-        self.stream = stream
         self.limits = limits
         self.state = state
         self.server = server
         self.tracker = tracker
+        # trio: an anyio stream, whose raw non-blocking socket is used directly - socket
+        # calls then skip two scheduling round trips per call that trio's socket wrappers
+        # spend on checkpoints; fairness comes from an explicit checkpoint every few
+        # requests that did not have to wait. asyncio: the transport's own protocol
+        # (_AsyncioIO), without anyio's pause/resume of reading around every read.
+        self.stream = stream
+        self.aio = aio
+        self.sock: socket.socket | None = None
+        remote: Any = None
+        if stream is not None:
+            self.sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            with suppress(anyio.TypedAttributeLookupError):
+                remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        elif aio is not None and aio.transport is not None:
+            remote = aio.transport.get_extra_info("peername")
         try:
-            remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
             self.client: tuple[str, int] | None = (str(remote[0]), int(remote[1]))
-        except (anyio.TypedAttributeLookupError, TypeError, IndexError):
+        except (TypeError, IndexError, ValueError):
             self.client = None
         self.buf = bytearray()
         self.eof = False
         self.timer = anyio.CancelScope()
         self.in_head = False
-        # On trio, socket calls on the raw non-blocking socket skip two scheduling round
-        # trips per call that trio's socket wrappers spend on checkpoints; fairness comes
-        # from an explicit checkpoint every few requests that did not have to wait.
-        # (asyncio's streams already read and write through the loop's transport.)
-        self.sock: socket.socket | None = (
-            stream.extra(anyio.abc.SocketAttribute.raw_socket) if raw_io else None
-        )
         self.unyielded = 0
         self.chunk_left = 0  # bytes of the current request-body chunk not yet read
         # When waiting for a request head: the time.monotonic() after which _Tracker.reap
@@ -204,12 +228,15 @@ class _Connection:
         """
         sock = self.sock
         if sock is None:
-            try:
-                data = await self.stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            aio = self.aio
+            assert aio is not None
+            if not aio.incoming:
+                self.unyielded = 0
+            chunk = await aio.recv()
+            if not chunk:
                 self.eof = True
-                raise _Closed from None
-            self.buf += data
+                raise _Closed
+            self.buf += chunk
             return
         if wait_first:
             self.unyielded = 0
@@ -399,6 +426,9 @@ class _Connection:
         return scope, length, keep_alive, expect, http11
 
     async def run(self) -> None:
+        if len(self.tracker.connections) >= self.limits.max_connections:
+            await self._refuse()
+            return
         self.tracker.connections.add(self)
         try:
             with self.timer:
@@ -411,8 +441,27 @@ class _Connection:
             logger.exception("HTTP/1.1 connection failed")
         finally:
             self.tracker.connections.discard(self)
+            await self._close()
+
+    async def _close(self) -> None:
+        if self.aio is not None:
+            self.aio.close()
+        elif self.stream is not None:
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
+
+    async def _refuse(self) -> None:
+        """Answer 503 on a connection over ``max_connections`` and close it.
+
+        The request (if it comes within a second) is read first, so that closing does not
+        reset the connection before the client has read the answer.
+        """
+        try:
+            with anyio.move_on_after(1), suppress(_BadRequest, _Closed):
+                await self._read_head()
+            await self._reject(503, "too many open connections")
+        finally:
+            await self._close()
 
     async def _serve_requests(self) -> None:
         while True:
@@ -445,7 +494,7 @@ class _Connection:
             f"content-length: {len(body)}\r\n"
         ).encode()
         with anyio.move_on_after(1), _suppress_closed():
-            await self.stream.send(head + _date_header() + b"\r\n" + body)
+            await self._send_raw(head + _date_header() + b"\r\n" + body)
 
     async def _handle(
         self, scope: Scope, length: int | None, keep_alive: bool, expect: bool, http11: bool
@@ -604,10 +653,8 @@ class _Connection:
     async def _send_raw(self, data: bytes) -> None:
         sock = self.sock
         if sock is None:
-            try:
-                await self.stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                raise _Closed from None
+            assert self.aio is not None
+            await self.aio.send(data)
             return
         view = memoryview(data)
         while view:
@@ -618,6 +665,98 @@ class _Connection:
                 await self.tracker.wait_writable(sock)
             except OSError:
                 raise _Closed from None
+
+
+_READ_HIGH_WATER: Final = 256 * 1024
+
+
+class _AsyncioIO(asyncio.Protocol):
+    """asyncio: one connection's bytes straight from its transport.
+
+    Reading stays on (paused only while more than ``_READ_HIGH_WATER`` bytes wait); a read
+    that finds bytes waiting does not touch the event loop, a write is ``transport.write``.
+    """
+
+    def __init__(self, on_connect: Callable[[_AsyncioIO], object]) -> None:
+        self.on_connect = on_connect
+        self.transport: asyncio.Transport | None = None
+        self.incoming = bytearray()
+        self.eof = False
+        self.lost = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a socket transport
+        self.on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming += data
+        if len(self.incoming) > _READ_HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        _wake(self.waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        _wake(self.waiter)
+        return True  # keep the connection open to answer what was sent before the EOF
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = self.lost = True
+        _wake(self.waiter)
+        _wake(self.drained)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        _wake(self.drained)
+
+    async def recv(self) -> bytearray:
+        """What has arrived (waiting for something); empty at the end of the stream."""
+        while not self.incoming:
+            if self.eof:
+                return bytearray()
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        data, self.incoming = self.incoming, bytearray()
+        if self.reading_paused and not self.lost:
+            self.reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return data
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data``; wait while the transport's buffer is over its high-water mark."""
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            raise _Closed
+        transport.write(data)
+        while self.writing_paused and not self.lost:
+            self.drained = asyncio.get_running_loop().create_future()
+            try:
+                await self.drained
+            finally:
+                self.drained = None
+        if self.lost:
+            raise _Closed
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 class _Tracker:
@@ -778,16 +917,39 @@ async def serve_http1(
             conns.start_soon(tracker.reap)
 
             async def handle(stream: anyio.abc.SocketStream) -> None:
-                await _Connection(app, stream, limits, state, server, tracker, raw_io).run()
+                await _Connection(app, limits, state, server, tracker, stream=stream).run()
+
+            def connected(aio: _AsyncioIO) -> None:
+                if tracker.stopping:
+                    aio.close()
+                    return
+                conns.start_soon(_Connection(app, limits, state, server, tracker, aio=aio).run)
 
             async def accept() -> None:
                 async with listener:
-                    await listener.serve(handle, task_group=conns)
+                    if raw_io:
+                        await listener.serve(handle, task_group=conns)
+                        return
+                    # asyncio: the loop's own server on the sockets bound above
+                    loop = asyncio.get_running_loop()
+                    servers = [
+                        await loop.create_server(
+                            partial(_AsyncioIO, connected),
+                            sock=one.extra(anyio.abc.SocketAttribute.raw_socket),
+                        )
+                        for one in listener.listeners
+                    ]
+                    try:
+                        await anyio.sleep_forever()
+                    finally:
+                        for one_server in servers:
+                            one_server.close()
 
             async with anyio.create_task_group() as accepting:
                 accepting.start_soon(accept)
                 task_status.started(bound)
                 await shutdown_trigger()
+                tracker.stopping = True
                 accepting.cancel_scope.cancel()
             with anyio.move_on_after(limits.shutdown_timeout):
                 await tracker.wait_idle()

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 
 from ...storage.open import StorageKind
 from .app import DEFAULT_CACHE_CONTROL, DEFAULT_MAX_BODY_SIZE, create_app
-from .http1 import serve_http1
+from .http1 import HTTP1Limits, serve_http1
 from .inspector import add_inspector
 
 __all__ = ["serve"]
@@ -35,11 +35,13 @@ async def _watch_signals(stop: anyio.Event) -> None:
             return
 
 
-async def _serve_builtin(app: Any, host: str, port: int, about: str) -> None:
+async def _serve_builtin(app: Any, host: str, port: int, about: str, limits: HTTP1Limits) -> None:
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, stop)
-        bound = await tg.start(partial(serve_http1, app, host, port, shutdown_trigger=stop.wait))
+        bound = await tg.start(
+            partial(serve_http1, app, host, port, shutdown_trigger=stop.wait, limits=limits)
+        )
         _log_bound(bound, about)
     # serve_http1 returns once `stop` is set, and the signal watcher returns after setting it.
 
@@ -81,6 +83,10 @@ def serve(
     cache_control: str = DEFAULT_CACHE_CONTROL,
     http: Literal["builtin", "hypercorn"] = "builtin",
     extend_app: Callable[[Starlette], object] | None = None,
+    max_connections: int = 10_000,
+    keep_alive_timeout: float = 75.0,
+    head_timeout: float = 30.0,
+    body_timeout: float = 30.0,
 ) -> None:
     """Serve Durable Streams on ``host:port`` until SIGINT/SIGTERM (blocks).
 
@@ -88,9 +94,19 @@ def serve(
     :class:`~resumable_streams.durable.server.DurableStreamsApp`). ``http`` picks the
     HTTP server: the built-in HTTP/1.1 one, or hypercorn. ``extend_app(app)`` may add
     routes before serving (the CLI adds Durable Streams over WebSocket with hypercorn).
+
+    ``max_connections``, ``head_timeout`` and ``body_timeout`` are limits of the built-in
+    server (:class:`~resumable_streams.durable.server.http1.HTTP1Limits`);
+    ``keep_alive_timeout`` applies to both servers.
     """
     if http not in ("builtin", "hypercorn"):
         raise ValueError(f"unknown HTTP server {http!r}: choose 'builtin' or 'hypercorn'")
+    limits = HTTP1Limits(
+        max_connections=max_connections,
+        keep_alive_timeout=keep_alive_timeout,
+        head_timeout=head_timeout,
+        body_timeout=body_timeout,
+    )  # validated before anything starts
 
     app = create_app(
         storage,
@@ -106,7 +122,7 @@ def serve(
         extend_app(app)
     about = f"storage: {storage}, {http} on {backend}"
     if http == "builtin":
-        anyio.run(_serve_builtin, app, host, port, about, backend=backend)
+        anyio.run(_serve_builtin, app, host, port, about, limits, backend=backend)
         return
     from hypercorn.config import Config
 
@@ -124,5 +140,5 @@ def serve(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging config, once
     config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 75.0
+    config.keep_alive_timeout = keep_alive_timeout
     anyio.run(_serve_async, app, config, backend, backend=backend)
