@@ -77,6 +77,25 @@ async def test_bad_requests_get_400_with_reason(
             assert r.headers["x-content-type-options"] == "nosniff"
 
 
+async def test_an_offset_inside_an_append_is_400(storage: StreamStorage) -> None:
+    """Offsets are minted at message boundaries only: one inside an append is refused."""
+    with anyio.fail_after(10):
+        async with _client(storage, long_poll_timeout=0.2) as client:
+            r = await client.put("m", content=b"hello", headers={"Content-Type": "text/plain"})
+            boundary = r.headers["stream-next-offset"]
+            await client.post("m", content=b" world", headers={"Content-Type": "text/plain"})
+            inside = f"{0:016d}_{3:016d}"
+            for live in ({}, {"live": "long-poll"}, {"live": "sse"}):
+                r = await client.get("m", params={"offset": inside, **live})
+                assert r.status_code == 400, (live, r.text)
+                assert "message boundary" in r.text
+            r = await client.get("m", params={"offset": boundary})
+            assert r.status_code == 200
+            assert r.text == " world"
+            r = await client.get("m", params={"offset": f"{0:016d}_{8:016d}"})
+            assert r.status_code == 400  # inside the second append
+
+
 async def test_body_limit_is_413_without_buffering() -> None:
     """Driven as raw ASGI, to count how much of an oversized body the app pulls in."""
     storage = MemoryStorage()

@@ -434,8 +434,13 @@ class DurableStreamsApp:
             now=time.time(),
             max_bytes=self.max_read_bytes,
         )
-        if isinstance(start, Offset) and start > result.meta.tail:
-            raise BadRequest("offset is beyond the stream's tail")
+        if isinstance(start, Offset):
+            if start > result.meta.tail:
+                raise BadRequest("offset is beyond the stream's tail")
+            if result.records and result.records[0].start < start:
+                # Every offset this server hands out is at a message boundary: one inside an
+                # append was never minted (PROTOCOL.md: offsets are opaque tokens).
+                raise BadRequest("offset is not at a message boundary of this stream")
         return result
 
     async def _respond_now(self, req: _Request, meta: StreamMeta) -> None:
