@@ -241,6 +241,8 @@ class _SqliteTxn:
 class _Job:
     fn: Callable[[_SqliteTxn], Any]
     done: anyio.Event | None = None
+    task: Any = None
+    """On trio, the waiting task, rescheduled directly (no event, no cancel scope)."""
     result: Any = None
     error: BaseException | None = None
     finished: bool = field(default=False)
@@ -274,6 +276,7 @@ class SqliteStorage(StreamStorage):
         self._limiter = anyio.CapacityLimiter(_READ_POOL)
         self._running = False
         self._call_soon: Callable[[Callable[[], object]], object] = _no_loop
+        self._trio: Any = None  # trio.lowlevel when running on trio
         self._data_version: int | None = None
 
     @classmethod
@@ -284,6 +287,7 @@ class SqliteStorage(StreamStorage):
         storage = cls(directory / _DB_NAME)
         conn = await anyio.to_thread.run_sync(storage._init_db)
         storage._call_soon = _loop_call_soon()
+        storage._trio = _trio_lowlevel()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(storage._run_writer, conn)
@@ -389,11 +393,20 @@ class SqliteStorage(StreamStorage):
     async def _write(self, fn: Callable[[_SqliteTxn], T], *, checks_first: bool = False) -> T:
         if not self._running:
             raise BackendError("sqlite storage is not open")
-        job = _Job(fn, anyio.Event(), checks_first=checks_first)
-        self._jobs.put(job)
-        assert job.done is not None
-        with anyio.CancelScope(shield=True):  # the write happens anyway; await its outcome
-            await job.done.wait()
+        trio = self._trio
+        if trio is not None:
+            # The cheapest wait trio has: park this task until _deliver reschedules it.
+            # Cancellation cannot abort the wait (the write happens anyway: its outcome is
+            # awaited, as a shielded wait would).
+            job = _Job(fn, task=trio.current_task(), checks_first=checks_first)
+            self._jobs.put(job)
+            await trio.wait_task_rescheduled(_no_abort)
+        else:
+            job = _Job(fn, anyio.Event(), checks_first=checks_first)
+            self._jobs.put(job)
+            assert job.done is not None
+            with anyio.CancelScope(shield=True):  # the write happens anyway: await it
+                await job.done.wait()
         if job.error is not None:
             raise job.error
         result: T = job.result
@@ -520,6 +533,29 @@ def _no_loop(_fn: Callable[[], object]) -> None:
     raise RuntimeError("sqlite storage is not open")
 
 
+_trio: Any = None  # trio.lowlevel, once a storage has been opened on trio
+
+
+def _trio_lowlevel() -> Any:
+    """``trio.lowlevel`` when the current event loop is trio's, else None."""
+    global _trio
+    native: Any = anyio.lowlevel.current_token().native_token
+    if getattr(native, "run_sync_soon", None) is None:
+        return None
+    import trio.lowlevel
+
+    _trio = trio.lowlevel
+    return _trio
+
+
+def _no_abort(_raise_cancel: object) -> object:
+    return _trio.Abort.FAILED
+
+
+def _trio_reschedule(task: Any) -> None:
+    _trio.reschedule(task)
+
+
 def _loop_call_soon() -> Callable[[Callable[[], object]], object]:
     """A thread-safe, non-blocking "run this in the current event loop soon"."""
     native: Any = anyio.lowlevel.current_token().native_token
@@ -532,7 +568,9 @@ def _loop_call_soon() -> Callable[[Callable[[], object]], object]:
 def _deliver(batch: list[_Job]) -> None:
     for job in batch:
         job.finished = True
-        if job.done is not None:
+        if job.task is not None:
+            _trio_reschedule(job.task)
+        elif job.done is not None:
             job.done.set()
 
 
