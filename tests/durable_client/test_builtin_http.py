@@ -175,6 +175,8 @@ def test_builtin_path_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert use_builtin_http("http://127.0.0.1:8080/v1/stream/x")
     assert not use_builtin_http("https://example.com/v1/stream/x")
     assert not use_builtin_http("http://user:pw@example.com/x")
+    assert not use_builtin_http("http://bücher.example/x")  # IDNA: httpx2's job
+    assert use_builtin_http("http://127.0.0.1:1/v1/stream/bücher")
     assert not use_builtin_http("http://example.com:notaport/x")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert use_builtin_http("http://example.com/x")  # an https proxy does not apply
@@ -541,6 +543,21 @@ async def test_http_error_bodies_are_read_and_connection_reused(
                 await handle.append(b"a")
             await handle.append(b"b")
     assert server.connections == 1
+
+
+async def test_request_target_is_percent_encoded_like_httpx(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(lambda seen, n: appended())
+    pool = AsyncConnectionPool(5.0)
+    try:
+        for path in ["/v1/stream/café x", "/v1/stream/a%20b", '/p/[x]{y}|^`"<>']:
+            url = server.url(path) + "?offset=-1&a=%C3%A9"
+            response = await pool.send("POST", url, (), b"x")
+            await response.aread()
+            assert server.requests[-1].target.encode() == httpx2.URL(url).raw_path
+    finally:
+        await pool.aclose()
 
 
 async def test_pool_direct_use_and_close(scripted: Callable[..., ScriptedServer]) -> None:

@@ -14,12 +14,13 @@ This file is the source of truth: ``_sync_http.py`` is generated from it by
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 import threading
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 # unasync: begin-async-only
 import anyio
@@ -35,6 +36,10 @@ __all__ = ["AsyncConnectionPool", "AsyncHTTPResponse", "use_builtin_http"]
 RECEIVE_BYTES = 262144
 MAX_IDLE_PER_ORIGIN = 20
 
+_NEEDS_QUOTING = re.compile(r'[^\x21-\x7e]|["<>`{}]')
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>`{}')
+"""Characters left alone when a request target is percent-encoded (as httpx does)."""
+
 
 def use_builtin_http(url: str) -> bool:
     """Whether the built-in HTTP/1.1 client serves ``url`` (else httpx2 does).
@@ -48,7 +53,12 @@ def use_builtin_http(url: str) -> bool:
         _ = parts.port  # a bad port raises ValueError
     except ValueError:
         return False
-    if parts.scheme != "http" or not parts.hostname or parts.username is not None:
+    if (
+        parts.scheme != "http"
+        or not parts.hostname
+        or not parts.hostname.isascii()  # IDNA: httpx2's job
+        or parts.username is not None
+    ):
         return False
     proxies = urllib.request.getproxies_environment()
     if "http" not in proxies and "all" not in proxies:
@@ -235,6 +245,8 @@ class AsyncConnectionPool:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        if _NEEDS_QUOTING.search(target):
+            target = quote(target, safe=_TARGET_SAFE)  # UTF-8, as httpx2 would send it
         data = http11.serialize_request(method, target, parts.netloc, headers, content)
         origin = (host, port)
         conn = await self._checkout(origin)
