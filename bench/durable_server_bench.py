@@ -23,6 +23,9 @@ Figures (``--quick`` shrinks every count):
 * single client: sequential 100-byte appends to one stream; latency p50 / p99, appends/s.
 * concurrent: 32 clients (connections) appending 100 bytes over 64 streams; appends/s.
 * JSON: the same with ``application/json`` streams and ~100-byte JSON objects; appends/s.
+* server CPU per append (``concurrent_cpu_us``, ``json_cpu_us``): the server process's
+  utime + stime (every thread, from ``/proc``) over the two figures above, per append. It
+  depends far less on what else the machine runs than the rates do.
 * catch-up: one stream of 64 MiB written in 64 KiB appends, read from ``-1`` to the tail
   following ``Stream-Next-Offset``; MB/s (median of 3 reads).
 * delivery latency: a long-poll (resp. SSE) reader waits at the tail; a writer appends, then
@@ -127,6 +130,8 @@ FIGURES: tuple[tuple[str, str, bool], ...] = (
     ("single_appends_per_s", "/s", True),
     ("concurrent_appends_per_s", "/s", True),
     ("json_appends_per_s", "/s", True),
+    ("concurrent_cpu_us", "us", False),
+    ("json_cpu_us", "us", False),
     ("catchup_mb_per_s", "MB/s", True),
     ("long_poll_p50_ms", "ms", False),
     ("long_poll_p99_ms", "ms", False),
@@ -165,7 +170,18 @@ def npm_install() -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise BenchError("npm is not on PATH (the Node reference server needs Node.js >= 18)")
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
+    try:
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
+    except subprocess.CalledProcessError:
+        # npm >= 11 refuses a lock file without every platform's optional packages
+        # (msgpackr-extract): install the pinned version from package.json, lock untouched.
+        subprocess.run(
+            [npm, "install", "--no-package-lock", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+        )
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()  # installed: don't try again until the lock changes
 
 
 class Server:
@@ -382,11 +398,24 @@ async def next_sse_chunk(stream: anyio.abc.ByteStream, conn: h11.Connection) -> 
 # ----------------------------------------------------------------------------- measurements
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of process ``pid`` (all its threads), from /proc; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Bench:
-    def __init__(self, client: Client, work: Workload) -> None:
+    def __init__(self, client: Client, work: Workload, server_pid: int | None = None) -> None:
         self.client = client
         self.work = work
         self.created: list[str] = []
+        self.server_pid = server_pid
+        self.last_cpu_us: float | None = None
+        """Server CPU (utime+stime, all threads) per append of the last concurrent run."""
 
     async def create(self, kind: str, headers: dict[str, str] = TEXT) -> tuple[str, str]:
         path = f"/v1/stream/bench-{kind}-{uuid.uuid4().hex[:10]}"
@@ -453,11 +482,16 @@ class Bench:
             for k in range(per_client):
                 await self.append(paths[(c + k * work.clients) % work.streams], body(c, k), headers)
 
+        cpu_before = process_cpu_seconds(self.server_pid) if self.server_pid else None
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for c in range(work.clients):
                 tg.start_soon(worker, c)
         elapsed = time.perf_counter() - started
+        cpu_after = process_cpu_seconds(self.server_pid) if self.server_pid else None
+        self.last_cpu_us = None
+        if cpu_before is not None and cpu_after is not None:
+            self.last_cpu_us = (cpu_after - cpu_before) / (per_client * work.clients) * 1e6
         total = 0
         for path in paths:
             data = await self.read_all(path)
@@ -587,13 +621,17 @@ class Bench:
 async def measure(server: Server, work: Workload) -> dict[str, float]:
     client = Client("127.0.0.1", server.port)
     try:
-        bench = Bench(client, work)
+        bench = Bench(client, work, server.proc.pid)
         out: dict[str, float] = {}
         out |= await bench.single()
         await bench.cleanup()
         out["concurrent_appends_per_s"] = await bench.concurrent(json_mode=False)
+        if bench.last_cpu_us is not None:
+            out["concurrent_cpu_us"] = bench.last_cpu_us
         await bench.cleanup()
         out["json_appends_per_s"] = await bench.concurrent(json_mode=True)
+        if bench.last_cpu_us is not None:
+            out["json_cpu_us"] = bench.last_cpu_us
         await bench.cleanup()
         out["catchup_mb_per_s"] = await bench.catch_up()
         await bench.cleanup()
@@ -642,7 +680,7 @@ def fmt(value: float | None, unit: str) -> str:
         return "-"
     if unit == "/s":
         return f"{value:,.0f}"
-    if unit == "MB/s":
+    if unit in ("MB/s", "us"):
         return f"{value:,.0f}"
     return f"{value:.2f}"
 
