@@ -68,6 +68,7 @@ _TARGET: Final = re.compile(rb"/[\x21-\x7e]*")
 _FIELDS: Final = re.compile(
     rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n(?!\Z)|\Z))*"
 )
+_COMMON_METHODS: Final = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS"))
 _REQUEST_FRAMING: Final = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"expect")
 )
@@ -355,7 +356,7 @@ class _Connection:
             http11 = False
         else:
             raise _BadRequest("unsupported HTTP version")
-        if not _TOKEN.fullmatch(method):
+        if method not in _COMMON_METHODS and not _TOKEN.fullmatch(method):
             raise _BadRequest("malformed method")
         if not _TARGET.fullmatch(target):
             raise _BadRequest("malformed request target")
@@ -379,7 +380,10 @@ class _Connection:
             if name not in _REQUEST_FRAMING:
                 continue
             if name == b"content-length":
-                lengths.update(v.strip() for v in value.split(b","))
+                if b"," in value:
+                    lengths.update(v.strip() for v in value.split(b","))
+                else:
+                    lengths.add(value)
             elif name == b"transfer-encoding":
                 if value.lower() != b"chunked" or chunked:
                     raise _BadRequest("unsupported Transfer-Encoding")
@@ -401,13 +405,17 @@ class _Connection:
             if not text.isdigit() or len(text) > 18:
                 raise _BadRequest("malformed Content-Length")
             length = int(text)
-        tokens = {t.strip() for t in connection.split(b",")}
-        keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)
+        if connection:
+            tokens = {t.strip() for t in connection.split(b",")}
+            keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)
+        else:
+            keep_alive = http11
         raw_path, _, query = target.partition(b"?")
         try:
-            path = unquote(raw_path.decode("ascii"), errors="surrogateescape")
+            text_path = raw_path.decode("ascii")
         except UnicodeDecodeError:
             raise _BadRequest("malformed request target") from None
+        path = unquote(text_path, errors="surrogateescape") if "%" in text_path else text_path
         scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
