@@ -20,10 +20,20 @@ What it implements, and nothing more:
 * Timeouts: a request head must arrive within ``head_timeout`` seconds of its first byte; a
   request body that stalls (no byte for ``body_timeout`` seconds) is answered 408 and the
   app sees ``http.disconnect``; an idle keep-alive connection is closed after
-  ``keep_alive_timeout``.
+  ``keep_alive_timeout``. Head and keep-alive timeouts are enforced by one reaper task per
+  server (a connection records a deadline per request; the reaper, waking every
+  ``min(timeouts) / 5`` seconds up to 1 s, closes the ones past it), so a request costs no
+  cancel-scope operations.
+* At most ``max_connections`` open connections: one more is answered 503 and closed.
 * ``http.disconnect``: once a request's body is consumed, the app's next ``receive()`` waits
   for the client to go away (what an SSE handler watches).
 * ASGI lifespan (startup / shutdown), run for the whole life of :func:`serve_http1`.
+
+I/O: on trio, the connection's raw non-blocking socket is read and written directly
+(waiting with ``trio.lowlevel.wait_readable`` only when a read would block); on asyncio,
+each connection is an ``asyncio.Protocol`` (:class:`_AsyncioIO`) on the loop's own server
+over the bound sockets: reading stays on and a write is ``transport.write``. Both drive the
+same parser and ASGI bridge (:class:`_Connection`).
 
 Not implemented: HTTP/2, TLS, WebSocket upgrades (answered 400/426 by the app), trailers
 sent to the app. Put a TLS-terminating proxy in front for production traffic.
