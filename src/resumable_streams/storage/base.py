@@ -62,9 +62,10 @@ class Notifier:
             event = self._events[name] = anyio.Event()
         return event
 
-    def has_waiters(self, name: str) -> bool:
-        """Whether some reader holds the event of stream ``name`` (may be waiting on it)."""
-        return name in self._events
+    def waiting(self, name: str) -> int:
+        """How many readers wait on stream ``name`` right now."""
+        event = self._events.get(name)
+        return 0 if event is None else event.statistics().tasks_waiting
 
     def notify(self, name: str) -> None:
         """Wake every reader waiting on stream ``name``."""

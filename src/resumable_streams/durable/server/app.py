@@ -110,6 +110,7 @@ _BASE_HEADERS: Final = (
     (b"access-control-expose-headers", _EXPOSE.encode()),
 )
 _SSE_KEEPALIVE: Final = 15.0
+_ANSWER_READERS_FIRST: Final = 16  # at most this many waiting readers answer before a POST
 _PREFIX_BYTES: Final = _PREFIX.encode()
 _NO_QUERY: Final[dict[str, list[str]]] = {}
 _header_names: dict[str, bytes] = {}  # response header name -> lower-cased bytes
@@ -376,12 +377,13 @@ class DurableStreamsApp:
     async def _post(self, req: _Request, name: str) -> None:
         body = await self._read_body(req)
         append = parse_append_request(req.headers, body)
-        waiting = self.storage.notifier.has_waiters(name)
+        waiting = self.storage.notifier.waiting(name)
         plan = await self.storage.append(name, append, now=time.time())
-        if waiting and plan.appended:
-            # Let the live readers this append woke answer before its own response goes
-            # out (a woken reader runs within the next scheduling pass, which trio may
+        if 0 < waiting <= _ANSWER_READERS_FIRST and plan.appended:
+            # Let the few live readers this append woke answer before its own response
+            # goes out (a woken reader runs within the next scheduling pass, which trio may
             # order either way: two passes): the data reaches them one response sooner.
+            # Not for a crowd of readers: the writer's acknowledgement would wait for all.
             await anyio.lowlevel.checkpoint()
             await anyio.lowlevel.checkpoint()
         await self._respond(req, plan.status, plan.headers)
