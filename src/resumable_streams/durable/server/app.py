@@ -113,6 +113,26 @@ _SSE_KEEPALIVE: Final = 15.0
 _ANSWER_READERS_FIRST: Final = 16  # at most this many waiting readers answer before a POST
 _PREFIX_BYTES: Final = _PREFIX.encode()
 _NO_QUERY: Final[dict[str, list[str]]] = {}
+_REQUEST_NAMES: Final = {  # common request header names, decoded once
+    raw: raw.decode().lower()
+    for raw in (
+        b"host",
+        b"accept",
+        b"accept-encoding",
+        b"content-length",
+        b"content-type",
+        b"connection",
+        b"user-agent",
+        b"if-none-match",
+        b"producer-id",
+        b"producer-epoch",
+        b"producer-seq",
+        b"stream-seq",
+        b"stream-closed",
+        b"stream-ttl",
+        b"stream-expires-at",
+    )
+}
 _header_names: dict[str, bytes] = {}  # response header name -> lower-cased bytes
 
 
@@ -162,7 +182,9 @@ class _Request:
         self.method: str = scope["method"].upper()
         merged: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers", ()):
-            name = raw_name.decode("latin-1").lower()
+            name = _REQUEST_NAMES.get(raw_name)
+            if name is None:
+                name = raw_name.decode("latin-1").lower()
             if name in merged:
                 merged[name] = f"{merged[name]}, {raw_value.decode('latin-1')}"
             else:
@@ -285,10 +307,15 @@ class DurableStreamsApp:
                     raise _BodyTooLarge
             except ValueError:
                 raise BadRequest("malformed Content-Length") from None
+        message = await req.receive()
+        if message["type"] != "http.disconnect" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")  # the usual case: the whole body at once
+            if len(body) > self.max_body_size:
+                raise _BodyTooLarge
+            return body
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await req.receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
@@ -298,6 +325,7 @@ class DurableStreamsApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+            message = await req.receive()
 
     def _stream_name(self, req: _Request) -> str | None:
         raw: bytes = req.scope.get("raw_path") or req.scope["path"].encode()
