@@ -575,6 +575,78 @@ async def test_pool_direct_use_and_close(scripted: Callable[..., ScriptedServer]
 
 
 # --------------------------------------------------------------------------------------------
+# pipelined catch-up reads
+
+
+PIECES = [bytes([65 + i]) * 50_000 for i in range(4)]
+
+
+def paged(seen: Seen, n: int, *, close_after_first: str = "") -> Reply:
+    """Catch-up pages: offset ``0_k`` answers piece ``k``, up to date at the last one.
+
+    The first page sends its head and half its body, then waits (up to 5 s) until the next
+    request has arrived on the connection before sending the rest: it records whether the
+    client pipelined it. ``close_after_first``: ``"silent"`` closes the connection after the
+    first page without saying so, ``"header"`` says ``Connection: close``.
+    """
+    k = 0 if "offset=-1" in seen.target else int(seen.target.rsplit("0_", 1)[1])
+    last = k == len(PIECES) - 1
+    hdrs = {"Content-Type": BINARY, "Stream-Next-Offset": f"0_{k + 1}"}
+    if last:
+        hdrs["Stream-Up-To-Date"] = "true"
+    if k == 0 and close_after_first == "header":
+        hdrs["Connection"] = "close"
+    body = PIECES[k]
+
+    def reply(sock: socket.socket, seen: Seen) -> bool:
+        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{a}: {b}\r\n" for a, b in hdrs.items())
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        sock.sendall(head.encode() + body[:25_000])
+        if k == 0:
+            sock.settimeout(5)
+            try:
+                seen.headers["x-next-arrived"] = str(bool(sock.recv(1, socket.MSG_PEEK)))
+            except TimeoutError:
+                seen.headers["x-next-arrived"] = "False"
+            sock.settimeout(None)
+        sock.sendall(body[25_000:])
+        return not (k == 0 and close_after_first)
+
+    return reply
+
+
+async def test_catch_up_pipelines_the_next_request(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    """While a catch-up body that is not the tail is read, the next request is already on the
+    connection (the server prepares it meanwhile); every byte arrives once, on one connection."""
+    server = scripted(paged)
+    with anyio.fail_after(10):
+        async with astream(server.url(), live=False) as res:
+            got = await res.read_bytes()
+    assert got == b"".join(PIECES)
+    assert [r.target.rsplit("=", 1)[1] for r in server.requests] == ["-1", "0_1", "0_2", "0_3"]
+    assert server.requests[0].headers["x-next-arrived"] == "True"
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("how", ["silent", "header"])
+async def test_pipelined_request_lost_with_the_connection_is_sent_again(
+    scripted: Callable[..., ScriptedServer], how: str
+) -> None:
+    """A server that closes the connection after a response drops the request pipelined
+    behind it: the client sends it again on a new connection, at once (no retry delay)."""
+    server = scripted(lambda seen, n: paged(seen, n, close_after_first=how))
+    slow = RetryPolicy(max_retries=3, initial_delay=30, max_delay=30)
+    with anyio.fail_after(10):
+        async with astream(server.url(), live=False, retry=slow) as res:
+            got = await res.read_bytes()
+    assert got == b"".join(PIECES)
+    assert [r.target.rsplit("=", 1)[1] for r in server.requests][-3:] == ["0_1", "0_2", "0_3"]
+    assert server.connections == 2
+
+
+# --------------------------------------------------------------------------------------------
 # sync (the generated twin)
 
 
@@ -614,3 +686,14 @@ def test_sync_reset_mid_body_and_timeout(scripted: Callable[..., ScriptedServer]
         assert isinstance(info.value.__cause__, httpx2.ReadTimeout)
     finally:
         never.set()
+
+
+def test_sync_catch_up_pipelines_the_next_request(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(paged)
+    with stream(server.url(), live=False) as res:
+        assert res.read_bytes() == b"".join(PIECES)
+    assert len(server.requests) == len(PIECES)
+    assert server.requests[0].headers["x-next-arrived"] == "True"
+    assert server.connections == 1

@@ -131,6 +131,14 @@ class ResponseParser:
         """Whether bytes past the end of the response were received (then not reusable)."""
         return bool(self._buf)
 
+    def take_leftover(self) -> bytes:
+        """Remove and return the bytes received past the end of the response.
+
+        With HTTP pipelining they are the start of the next response on the connection.
+        """
+        data, self._buf = self._buf, b""
+        return data
+
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the connection (``b""``: the connection was closed)."""
         if not data:

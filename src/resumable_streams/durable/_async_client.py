@@ -154,6 +154,7 @@ class AsyncFlowRunner(Generic[R]):
         self._response: httpx2.Response | None = None
         self._body: Any = None
         self._builtin: AsyncHTTPResponse | None = None
+        self._prefetched: core.Request | None = None  # pipelined behind ``_builtin``
         self._outcome: Any = None
         self._throw: BaseException | None = None
         self.done = False
@@ -203,6 +204,7 @@ class AsyncFlowRunner(Generic[R]):
         await self._release()
 
     async def _release(self) -> None:
+        self._prefetched = None
         builtin, self._builtin = self._builtin, None
         if builtin is not None:
             await builtin.aclose()
@@ -229,6 +231,9 @@ class AsyncFlowRunner(Generic[R]):
         if isinstance(action, core.CloseResponse):
             await self._release()
             return None
+        if isinstance(action, core.Prefetch):
+            await self._prefetch(action.request)
+            return None
         if isinstance(action, core.CallOnError):
             if self._on_error is None:
                 raise action.error
@@ -245,7 +250,28 @@ class AsyncFlowRunner(Generic[R]):
             return None
         raise TypeError(f"unknown action {action!r}")  # pragma: no cover
 
+    async def _prefetch(self, request: core.Request) -> None:
+        """Pipeline ``request`` behind the current built-in response (httpx2 cannot)."""
+        builtin = self._builtin
+        if builtin is None or self._prefetched is not None:
+            return
+        r = request
+        if await builtin.pipeline(r.method, r.url, r.headers, r.content):
+            self._prefetched = request
+
     async def _send(self, request: core.Request) -> core.ResponseHead | core.Failure:
+        builtin = self._builtin
+        if builtin is not None and self._prefetched is request:
+            # its response follows the one just read, on the same connection
+            self._builtin = self._prefetched = None
+            try:
+                piped = await builtin.next_response()
+            except httpx2.TransportError:
+                piped = None  # e.g. a server that drops pipelined requests: send it again
+            finally:
+                await builtin.aclose()
+            if piped is not None:
+                return await self._builtin_head(piped, request)
         await self._release()
         if isinstance(self._client, AsyncConnectionPool):
             return await self._send_builtin(self._client, request)
@@ -285,6 +311,11 @@ class AsyncFlowRunner(Generic[R]):
             return core.Failure(exc, sent=False)
         except httpx2.TransportError as exc:
             return core.Failure(exc, sent=True)
+        return await self._builtin_head(response, request)
+
+    async def _builtin_head(
+        self, response: AsyncHTTPResponse, request: core.Request
+    ) -> core.ResponseHead | core.Failure:
         body = None
         if not request.stream:
             try:

@@ -139,6 +139,7 @@ class FlowRunner(Generic[R]):
         self._response: httpx2.Response | None = None
         self._body: Any = None
         self._builtin: HTTPResponse | None = None
+        self._prefetched: core.Request | None = None  # pipelined behind ``_builtin``
         self._outcome: Any = None
         self._throw: BaseException | None = None
         self.done = False
@@ -188,6 +189,7 @@ class FlowRunner(Generic[R]):
         self._release()
 
     def _release(self) -> None:
+        self._prefetched = None
         builtin, self._builtin = self._builtin, None
         if builtin is not None:
             builtin.close()
@@ -211,6 +213,9 @@ class FlowRunner(Generic[R]):
         if isinstance(action, core.CloseResponse):
             self._release()
             return None
+        if isinstance(action, core.Prefetch):
+            self._prefetch(action.request)
+            return None
         if isinstance(action, core.CallOnError):
             if self._on_error is None:
                 raise action.error
@@ -227,7 +232,28 @@ class FlowRunner(Generic[R]):
             return None
         raise TypeError(f"unknown action {action!r}")  # pragma: no cover
 
+    def _prefetch(self, request: core.Request) -> None:
+        """Pipeline ``request`` behind the current built-in response (httpx2 cannot)."""
+        builtin = self._builtin
+        if builtin is None or self._prefetched is not None:
+            return
+        r = request
+        if builtin.pipeline(r.method, r.url, r.headers, r.content):
+            self._prefetched = request
+
     def _send(self, request: core.Request) -> core.ResponseHead | core.Failure:
+        builtin = self._builtin
+        if builtin is not None and self._prefetched is request:
+            # its response follows the one just read, on the same connection
+            self._builtin = self._prefetched = None
+            try:
+                piped = builtin.next_response()
+            except httpx2.TransportError:
+                piped = None  # e.g. a server that drops pipelined requests: send it again
+            finally:
+                builtin.close()
+            if piped is not None:
+                return self._builtin_head(piped, request)
         self._release()
         if isinstance(self._client, ConnectionPool):
             return self._send_builtin(self._client, request)
@@ -265,6 +291,11 @@ class FlowRunner(Generic[R]):
             return core.Failure(exc, sent=False)
         except httpx2.TransportError as exc:
             return core.Failure(exc, sent=True)
+        return self._builtin_head(response, request)
+
+    def _builtin_head(
+        self, response: HTTPResponse, request: core.Request
+    ) -> core.ResponseHead | core.Failure:
         body = None
         if not request.stream:
             try:

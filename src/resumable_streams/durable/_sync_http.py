@@ -125,6 +125,26 @@ def _raw_socket(stream: _Stream) -> socket.socket:
 # -------------------------------------------------------------------------------------------
 
 
+def _encode_request(
+    method: str,
+    url: str,
+    headers: tuple[tuple[str, str], ...] | list[tuple[str, str]],
+    content: bytes | None,
+) -> tuple[str, int, bytes]:
+    """The origin host and port of ``url``, and the bytes of the request."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"the built-in HTTP client serves http:// URLs only, not {url!r}")
+    host, port = parts.hostname, parts.port or 80
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    if _NEEDS_QUOTING.search(target):
+        target = quote(target, safe=_TARGET_SAFE)  # UTF-8, as httpx2 would send it
+    data = http11.serialize_request(method, target, parts.netloc, headers, content)
+    return host, port, data
+
+
 class ConnectionPool:
     """Keep-alive HTTP/1.1 connections, reused across requests (one request at a time each).
 
@@ -188,16 +208,7 @@ class ConnectionPool:
         """
         if self._closed:
             raise RuntimeError("the connection pool was closed")
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"the built-in HTTP client serves http:// URLs only, not {url!r}")
-        host, port = parts.hostname, parts.port or 80
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        if _NEEDS_QUOTING.search(target):
-            target = quote(target, safe=_TARGET_SAFE)  # UTF-8, as httpx2 would send it
-        data = http11.serialize_request(method, target, parts.netloc, headers, content)
+        host, port, data = _encode_request(method, url, headers, content)
         origin = (host, port)
         conn = self._checkout(origin)
         if conn is None:
@@ -208,16 +219,21 @@ class ConnectionPool:
             except _IO_ERRORS as exc:
                 raise httpx2.ConnectError(f"connecting to {host}:{port}: {exc!r}") from exc
             conn = (stream, _raw_socket(stream))
-        else:
-            stream = conn[0]
-        parser = http11.ResponseParser(method)
         try:
-            try:
-                _send_all(stream, data, self._write_timeout)
-            except TimeoutError as exc:
-                raise httpx2.WriteTimeout("timed out sending the request") from exc
-            except _IO_ERRORS as exc:
-                raise httpx2.WriteError(f"sending the request: {exc!r}") from exc
+            self._write(conn[0], data)
+        except BaseException:
+            _close(conn[0])
+            raise
+        return self._read_head(origin, conn, http11.ResponseParser(method))
+
+    def _read_head(
+        self,
+        origin: tuple[str, int],
+        conn: tuple[_Stream, socket.socket],
+        parser: http11.ResponseParser,
+    ) -> HTTPResponse:
+        stream = conn[0]
+        try:
             while True:
                 event = parser.next_event()
                 if isinstance(event, http11.ResponseHead):
@@ -233,6 +249,14 @@ class ConnectionPool:
         if parser.complete:
             response._finish()
         return response
+
+    def _write(self, stream: _Stream, data: bytes) -> None:
+        try:
+            _send_all(stream, data, self._write_timeout)
+        except TimeoutError as exc:
+            raise httpx2.WriteTimeout("timed out sending the request") from exc
+        except _IO_ERRORS as exc:
+            raise httpx2.WriteError(f"sending the request: {exc!r}") from exc
 
     def _read(self, stream: _Stream) -> bytes:
         try:
@@ -259,6 +283,8 @@ class HTTPResponse:
         self._conn = conn
         self._stream: _Stream | None = conn[0]
         self._parser = parser
+        self._next_method: str | None = None  # the method of a request pipelined behind this one
+        self._piped: _Stream | None = None  # the connection, once this body ended, for that one
         self._keep_alive = head.keep_alive
         self.status_code = head.status
         self.reason_phrase = head.reason
@@ -294,18 +320,72 @@ class HTTPResponse:
             parts.append(chunk)
         return b"".join(parts)
 
+    def pipeline(
+        self,
+        method: str,
+        url: str,
+        headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+        content: bytes | None = None,
+    ) -> bool:
+        """Send the next request on this connection now, before this body is read (pipelining).
+
+        The server answers it after this response, so it can prepare that answer while this
+        body is still being read. Returns whether it was sent; then take its response with
+        :meth:`next_response` once this body has ended. Only for idempotent requests: if this
+        response turns out to be the connection's last, that request was never answered.
+        """
+        stream = self._stream
+        if stream is None or not self._keep_alive or self._next_method is not None:
+            return False
+        host, port, data = _encode_request(method, url, headers, content)
+        if (host, port) != self._origin:
+            return False
+        try:
+            self._pool._write(stream, data)
+        except httpx2.TransportError:
+            self._keep_alive = False  # never reuse it; reading this body reports the failure
+            return False
+        except BaseException:
+            self.close()
+            raise
+        self._next_method = method
+        return True
+
+    def next_response(self) -> HTTPResponse | None:
+        """The response to the request sent with :meth:`pipeline`, once this body has ended.
+
+        ``None`` when there is none to read (nothing was pipelined, this body was not read to
+        its end, or the server closed the connection after this response): send the request
+        again.
+        """
+        stream, self._piped = self._piped, None
+        method, self._next_method = self._next_method, None
+        if stream is None or method is None:
+            return None
+        parser = http11.ResponseParser(method)
+        leftover = self._parser.take_leftover()
+        if leftover:
+            parser.receive_data(leftover)
+        return self._pool._read_head(self._origin, self._conn, parser)
+
     def _finish(self) -> None:
         """The response is complete: return its connection to the pool, or close it."""
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        if self._keep_alive and not self._parser.leftover:
+        if self._next_method is not None and self._keep_alive:
+            self._piped = stream  # carries the pipelined request's response next
+            return
+        if self._keep_alive and not self._parser.leftover and self._next_method is None:
             self._pool._checkin(self._origin, self._conn)
         else:
             _close(stream)
 
     def close(self) -> None:
-        """Stop reading: a connection with an unread body is closed, not reused."""
+        """Stop reading: a connection with an unread body (or pipelined request) is closed."""
         stream, self._stream = self._stream, None
+        piped, self._piped = self._piped, None
         if stream is not None:
             _close(stream)
+        if piped is not None:
+            _close(piped)

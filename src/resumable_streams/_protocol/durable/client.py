@@ -60,6 +60,7 @@ __all__ = [
     "Emit",
     "Failure",
     "LiveMode",
+    "Prefetch",
     "ProducerState",
     "ReadEvent",
     "ReadOptions",
@@ -155,6 +156,19 @@ class CloseResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class Prefetch:
+    """Send ``request`` now if the driver can overlap it with the current response; answer ``None``.
+
+    A hint: a driver that pipelines (the built-in HTTP/1.1 client writes the request on the
+    connection of the current response, whose body is still being read) answers the flow's
+    next ``Send`` of this very request object from it; others ignore it, and that ``Send``
+    goes out as usual. Only for idempotent requests (catch-up ``GET``).
+    """
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
 class Sleep:
     """Sleep ``seconds``; answer ``None``."""
 
@@ -186,7 +200,9 @@ class WaitForSeqs:
     seqs: range
 
 
-Action: TypeAlias = "Send | Receive | CloseResponse | Sleep | CallOnError | Emit | WaitForSeqs"
+Action: TypeAlias = (
+    "Send | Receive | CloseResponse | Prefetch | Sleep | CallOnError | Emit | WaitForSeqs"
+)
 
 # --------------------------------------------------------------------------------------------
 # Small pure helpers
@@ -873,11 +889,15 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
     json_mode: bool | None = None
     delivered = 0  # body bytes of a broken response already handed on (skipped on its retry)
     conditional = opts.if_none_match is not None
+    prefetched: Request | None = None  # the next catch-up request, already sent (pipelined)
     while True:
         hdrs = extra_headers
         if conditional:  # until the first response arrives
             hdrs = {**extra_headers, "If-None-Match": cast(str, opts.if_none_match)}
-        request = read_request(opts, state.offset, state.cursor, phase, hdrs, extra_params)
+        if prefetched is not None:
+            request, prefetched = prefetched, None
+        else:
+            request = read_request(opts, state.offset, state.cursor, phase, hdrs, extra_params)
         outcome = yield Send(request)
         error: DurableStreamClientError
         if isinstance(outcome, Failure):
@@ -940,6 +960,21 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
             continue
         # ---- catch-up 200, long-poll 200 / 204: the body, in pieces if it is large
         info = StreamInfo.from_response(head)
+        if (
+            phase is None
+            and head.status == 200
+            and not info.up_to_date
+            and not info.closed
+            and info.next_offset is not None
+        ):
+            # more to catch up on: ask for it now, so the server prepares the next response
+            # while this body is read and decoded
+            cursor = info.cursor if info.cursor is not None else state.cursor
+            next_request = read_request(
+                opts, info.next_offset, cursor, phase, extra_headers, extra_params
+            )
+            yield Prefetch(next_request)
+            prefetched = next_request
         splitter = _BodySplitter(opts.max_chunk_bytes, json_mode, skip=delivered)
         held: _Piece | None = None
         broken: Failure | None = None
@@ -955,6 +990,7 @@ def read_flow(opts: ReadOptions) -> Generator[Action, Any, None]:
                     yield Emit(state.piece_event(held))
                 held = piece
         if broken is not None:
+            prefetched = None
             # resume this response from its start, skipping what was handed on already
             delivered = splitter.delivered_before_last if held is not None else splitter.delivered
             error = failure_error(broken, opts.url)
