@@ -1,8 +1,9 @@
 """Durable Streams clients, side by side: this library and the official Python client.
 
 One server for every measurement: this project's own (``resumable-streams serve --storage
-memory``, hypercorn + trio) in a subprocess on a free loopback port; the clients run in this
-process, one after the other, so they compete with the server for the same two cores alike.
+memory``, the built-in HTTP/1.1 server on trio) in a subprocess on a free loopback port; the
+clients run in this process, one after the other, so they compete with the server for the same
+two cores alike.
 
 Workload (defaults; ``--quick`` for a small smoke run):
 
