@@ -236,10 +236,43 @@ def test_json_keeps_source_text() -> None:
     assert split_json_body(b"[]") == []
 
 
-@pytest.mark.parametrize("bad", [b"", b"{", b"NaN", b"[1,]", b"\xff", b"[Infinity]", b"1 2"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"{",
+        b"NaN",
+        b"[1,]",
+        b"\xff",
+        b"[Infinity]",
+        b"1 2",
+        b"[",
+        b"[1",
+        b"[1 2]",
+        b"[1]x",
+        b"[1] [2]",
+        b"[,1]",
+        b"[1,,2]",
+        b'[{"a":1}}]',
+        b"[-]",
+    ],
+)
 def test_json_rejects_invalid(bad: bytes) -> None:
     with pytest.raises(BadRequest):
         split_json_body(bad)
+
+
+@given(st.text(alphabet='[]{},:"0123456789 e.-tnrufalse\\', max_size=30))
+def test_json_split_agrees_with_the_json_module(text: str) -> None:
+    """Any text: rejected exactly when ``json`` rejects it; else the messages it flattens to."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        with pytest.raises(BadRequest):
+            split_json_body(text.encode())
+        return
+    messages = split_json_body(text.encode())
+    assert [json.loads(m) for m in messages] == (value if isinstance(value, list) else [value])
 
 
 # --------------------------------------------------------------------------- cursor

@@ -9,6 +9,7 @@ elements' exact source text, so numbers such as ``1e400`` or ``1.0`` survive unt
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 from .parsing import BadRequest
@@ -37,41 +38,41 @@ def _validate(text: str) -> Any:
         raise BadRequest(f"invalid JSON body: {exc}") from None
 
 
-def _top_level_elements(text: str) -> list[str]:
-    """Exact source text of each element of a (valid) top-level JSON array."""
-    start = 0
-    while text[start] in _WS:
-        start += 1
-    assert text[start] == "["
+_WS_RUN: Final = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_ws(text: str, index: int = 0) -> int:
+    """The index of the first non-whitespace character at or after ``index``."""
+    match = _WS_RUN.match(text, index)
+    return match.end() if match is not None else index
+
+
+def _array_elements(text: str, start: int) -> list[str]:
+    """Validate the JSON array at ``text[start]`` (``[``), the whole of ``text`` but whitespace.
+
+    Returns the exact source text of each element, found by the C scanner element by element
+    (``raw_decode``), so validating and splitting are one pass. Raises ``ValueError`` (a
+    ``JSONDecodeError``) for invalid JSON.
+    """
+    decode = _DECODER.raw_decode
     elements: list[str] = []
-    depth = 0
-    in_string = False
-    escaped = False
-    element_start = start + 1
-    for index in range(start, len(text)):
-        ch = text[index]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-            if depth == 0:
-                piece = text[element_start:index].strip(_WS)
-                if piece:
-                    elements.append(piece)
+    index = _skip_ws(text, start + 1)
+    if text.startswith("]", index):
+        end = index + 1
+    else:
+        while True:
+            _, element_end = decode(text, index)
+            elements.append(text[index:element_end])
+            index = _skip_ws(text, element_end)
+            if text.startswith(",", index):
+                index = _skip_ws(text, index + 1)
+            elif text.startswith("]", index):
+                end = index + 1
                 break
-        elif ch == "," and depth == 1:
-            elements.append(text[element_start:index].strip(_WS))
-            element_start = index + 1
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+    if _skip_ws(text, end) != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
     return elements
 
 
@@ -87,9 +88,14 @@ def split_json_body(body: bytes) -> list[bytes]:
         raise BadRequest("JSON body is not valid UTF-8") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    value = _validate(text)
-    if isinstance(value, list):
-        return [piece.encode() for piece in _top_level_elements(text)]
+    start = _skip_ws(text)
+    if text.startswith("[", start):
+        try:
+            pieces = _array_elements(text, start)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"invalid JSON body: {exc}") from None
+        return [piece.encode() for piece in pieces]
+    _validate(text)
     return [text.strip(_WS).encode()]
 
 
@@ -109,4 +115,4 @@ def split_framed(framed: bytes) -> list[bytes]:
     """Split stored JSON appends back into their messages (used by fork sub-offsets)."""
     if not framed:
         return []
-    return [piece.encode() for piece in _top_level_elements(records_to_array(framed).decode())]
+    return [piece.encode() for piece in _array_elements(records_to_array(framed).decode(), 0)]
