@@ -47,6 +47,8 @@ The tree::
             │                                    (``current_epoch``)
             ├── StreamConsumedError              a one-shot response was consumed twice
             ├── SSEBytesIterationError           raw bytes asked of an SSE session
+            ├── SSENotSupportedError, SSEReadAllError  never raised (see their docstrings):
+            │                                    importable for code written for the official client
             └── ProducerClosedError              append to a closed IdempotentProducer
 
 Third-party exceptions (coredis, redis-py, httpx) are translated at the layer boundary, and
@@ -78,6 +80,8 @@ __all__ = [
     "ResumableStreamsError",
     "RetentionGoneError",
     "SSEBytesIterationError",
+    "SSENotSupportedError",
+    "SSEReadAllError",
     "SeqConflictError",
     "SequenceGapError",
     "SlowConsumerError",
@@ -370,6 +374,28 @@ class SSEBytesIterationError(DurableStreamClientError):
     """Raw bytes were asked of an SSE session; use ``iter_text()`` or ``iter_json()``."""
 
     default_code = "SSE_BYTES_NOT_SUPPORTED"
+
+
+class SSENotSupportedError(DurableStreamClientError):
+    """The official client's error for SSE on a stream that is not text or JSON.
+
+    Never raised here: binary streams are read over SSE as base64 (``Stream-SSE-Data-Encoding``)
+    and decoded. Exported so that code written against the official client, which catches it,
+    imports unchanged.
+    """
+
+    default_code = "SSE_NOT_SUPPORTED"
+
+
+class SSEReadAllError(DurableStreamClientError):
+    """The official client's error for ``read_text()`` / ``read_json()`` in SSE mode.
+
+    Never raised here: the ``read_*`` helpers return everything up to the tail as of the call
+    in every live mode. Exported so that code written against the official client, which
+    catches it, imports unchanged.
+    """
+
+    default_code = "SSE_READ_ALL"
 
 
 class ProducerClosedError(DurableStreamClientError):

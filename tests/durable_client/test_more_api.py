@@ -204,3 +204,31 @@ def test_response_session_properties(stream_url: str) -> None:
         assert res.closed
         with s.stream(live=False) as res:
             assert res.start_offset == "-1"
+
+
+async def test_what_the_official_client_refuses_works_here(stream_url: str) -> None:
+    """The official client raises ``SSEReadAllError`` for ``read_*`` in SSE mode and
+    ``SSENotSupportedError`` for SSE on a binary stream; both are importable here (drop-in
+    ``except`` clauses), and neither case is an error: read-all returns up to the tail and a
+    binary stream's SSE payloads are decoded."""
+    from resumable_streams.durable import (
+        DurableStreamClientError,
+        SSENotSupportedError,
+        SSEReadAllError,
+    )
+
+    assert issubclass(SSEReadAllError, DurableStreamClientError)
+    assert issubclass(SSENotSupportedError, DurableStreamClientError)
+    with anyio.fail_after(20):
+        text = await AsyncDurableStream.create(stream_url, content_type="text/plain")
+        async with text:
+            await text.append("a;")
+            await text.append("b;")
+            async with text.stream(live="sse") as res:
+                assert await res.read_text() == "a;b;"
+        binary_url = stream_url + "-bin"
+        raw = await AsyncDurableStream.create(binary_url, content_type="application/octet-stream")
+        async with raw:
+            await raw.append(b"\x00\xff\x01")
+            async with raw.stream(live="sse") as res:
+                assert await res.read_bytes() == b"\x00\xff\x01"

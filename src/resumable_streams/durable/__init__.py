@@ -46,6 +46,8 @@ from resumable_streams.errors import RetentionGoneError as RetentionGoneError
 from resumable_streams.errors import SeqConflictError as SeqConflictError
 from resumable_streams.errors import SequenceGapError as SequenceGapError
 from resumable_streams.errors import SSEBytesIterationError as SSEBytesIterationError
+from resumable_streams.errors import SSENotSupportedError as SSENotSupportedError
+from resumable_streams.errors import SSEReadAllError as SSEReadAllError
 from resumable_streams.errors import StaleEpochError as StaleEpochError
 from resumable_streams.errors import StreamClosedError as StreamClosedError
 from resumable_streams.errors import StreamConflictError as StreamConflictError
@@ -77,6 +79,8 @@ __all__ = [
     "RetentionGoneError",
     "RetryPolicy",
     "SSEBytesIterationError",
+    "SSENotSupportedError",
+    "SSEReadAllError",
     "SeqConflictError",
     "SequenceGapError",
     "StaleEpochError",
