@@ -259,12 +259,7 @@ class ResponseParser:
                         f"server closed the connection with {self._remaining} body bytes unsent"
                     )
                 return NEED_DATA
-            if len(buf) <= self._remaining:
-                self._buf = b""
-                data = buf
-            else:
-                data, self._buf = buf[: self._remaining], buf[self._remaining :]
-            self._remaining -= len(data)
+            data = self._take()
             if not self._remaining:
                 self._mode = "done"
             return data
@@ -279,18 +274,24 @@ class ResponseParser:
             return NEED_DATA
         return self._chunked_event()
 
+    def _take(self) -> bytes:
+        """Up to ``_remaining`` bytes off the (non-empty) buffer; counts them off."""
+        buf = self._buf
+        if len(buf) <= self._remaining:
+            self._buf = b""
+            data = buf
+        else:
+            data, self._buf = buf[: self._remaining], buf[self._remaining :]
+        self._remaining -= len(data)
+        return data
+
     def _chunked_event(self) -> bytes | _Sentinel | None:
         state = self._chunk_state
         buf = self._buf
         if state == "data":
             if not buf:
                 return self._need_more()
-            if len(buf) <= self._remaining:
-                self._buf = b""
-                data = buf
-            else:
-                data, self._buf = buf[: self._remaining], buf[self._remaining :]
-            self._remaining -= len(data)
+            data = self._take()
             if not self._remaining:
                 self._chunk_state = "crlf"
             return data

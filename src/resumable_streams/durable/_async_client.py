@@ -271,51 +271,38 @@ class AsyncFlowRunner(Generic[R]):
             finally:
                 await builtin.aclose()
             if piped is not None:
-                return await self._builtin_head(piped, request)
+                return await self._head(piped, piped.headers, request)
         await self._release()
-        if isinstance(self._client, AsyncConnectionPool):
-            return await self._send_builtin(self._client, request)
-        req = self._client.build_request(
-            request.method, request.url, headers=list(request.headers), content=request.content
-        )
+        client = self._client
+        response: httpx2.Response | AsyncHTTPResponse
         try:
-            response = await self._client.send(req, stream=True)
+            if isinstance(client, AsyncConnectionPool):
+                response = await client.send(
+                    request.method, request.url, request.headers, request.content
+                )
+                headers = response.headers
+            else:
+                req = client.build_request(
+                    request.method,
+                    request.url,
+                    headers=list(request.headers),
+                    content=request.content,
+                )
+                response = await client.send(req, stream=True)
+                headers = {k.lower(): v for k, v in response.headers.items()}
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
             return core.Failure(exc, sent=False)
         except httpx2.TransportError as exc:
             return core.Failure(exc, sent=True)
-        hdrs = {k.lower(): v for k, v in response.headers.items()}
-        if not request.stream:
-            try:
-                body = await response.aread()
-            except httpx2.TransportError as exc:
-                return core.Failure(exc, sent=True)
-            finally:
-                await response.aclose()
-            head = core.ResponseHead(response.status_code, hdrs, body, response.reason_phrase)
-        else:
-            self._response = response
-            self._body = response.aiter_bytes()
-            head = core.ResponseHead(response.status_code, hdrs, None, response.reason_phrase)
-        self.last_head = head
-        return head
+        return await self._head(response, headers, request)
 
-    async def _send_builtin(
-        self, pool: AsyncConnectionPool, request: core.Request
+    async def _head(
+        self,
+        response: httpx2.Response | AsyncHTTPResponse,
+        headers: Mapping[str, str],
+        request: core.Request,
     ) -> core.ResponseHead | core.Failure:
-        try:
-            response = await pool.send(
-                request.method, request.url, request.headers, request.content
-            )
-        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
-            return core.Failure(exc, sent=False)
-        except httpx2.TransportError as exc:
-            return core.Failure(exc, sent=True)
-        return await self._builtin_head(response, request)
-
-    async def _builtin_head(
-        self, response: AsyncHTTPResponse, request: core.Request
-    ) -> core.ResponseHead | core.Failure:
+        """Read the body of a non-streaming request, or keep the response to stream it."""
         body = None
         if not request.stream:
             try:
@@ -324,11 +311,12 @@ class AsyncFlowRunner(Generic[R]):
                 return core.Failure(exc, sent=True)
             finally:
                 await response.aclose()
-        else:
+        elif isinstance(response, AsyncHTTPResponse):
             self._builtin = response
-        head = core.ResponseHead(
-            response.status_code, response.headers, body, response.reason_phrase
-        )
+        else:
+            self._response = response
+            self._body = response.aiter_bytes()
+        head = core.ResponseHead(response.status_code, headers, body, response.reason_phrase)
         self.last_head = head
         return head
 

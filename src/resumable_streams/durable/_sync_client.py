@@ -253,49 +253,38 @@ class FlowRunner(Generic[R]):
             finally:
                 builtin.close()
             if piped is not None:
-                return self._builtin_head(piped, request)
+                return self._head(piped, piped.headers, request)
         self._release()
-        if isinstance(self._client, ConnectionPool):
-            return self._send_builtin(self._client, request)
-        req = self._client.build_request(
-            request.method, request.url, headers=list(request.headers), content=request.content
-        )
+        client = self._client
+        response: httpx2.Response | HTTPResponse
         try:
-            response = self._client.send(req, stream=True)
+            if isinstance(client, ConnectionPool):
+                response = client.send(
+                    request.method, request.url, request.headers, request.content
+                )
+                headers = response.headers
+            else:
+                req = client.build_request(
+                    request.method,
+                    request.url,
+                    headers=list(request.headers),
+                    content=request.content,
+                )
+                response = client.send(req, stream=True)
+                headers = {k.lower(): v for k, v in response.headers.items()}
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
             return core.Failure(exc, sent=False)
         except httpx2.TransportError as exc:
             return core.Failure(exc, sent=True)
-        hdrs = {k.lower(): v for k, v in response.headers.items()}
-        if not request.stream:
-            try:
-                body = response.read()
-            except httpx2.TransportError as exc:
-                return core.Failure(exc, sent=True)
-            finally:
-                response.close()
-            head = core.ResponseHead(response.status_code, hdrs, body, response.reason_phrase)
-        else:
-            self._response = response
-            self._body = response.iter_bytes()
-            head = core.ResponseHead(response.status_code, hdrs, None, response.reason_phrase)
-        self.last_head = head
-        return head
+        return self._head(response, headers, request)
 
-    def _send_builtin(
-        self, pool: ConnectionPool, request: core.Request
+    def _head(
+        self,
+        response: httpx2.Response | HTTPResponse,
+        headers: Mapping[str, str],
+        request: core.Request,
     ) -> core.ResponseHead | core.Failure:
-        try:
-            response = pool.send(request.method, request.url, request.headers, request.content)
-        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
-            return core.Failure(exc, sent=False)
-        except httpx2.TransportError as exc:
-            return core.Failure(exc, sent=True)
-        return self._builtin_head(response, request)
-
-    def _builtin_head(
-        self, response: HTTPResponse, request: core.Request
-    ) -> core.ResponseHead | core.Failure:
+        """Read the body of a non-streaming request, or keep the response to stream it."""
         body = None
         if not request.stream:
             try:
@@ -304,11 +293,12 @@ class FlowRunner(Generic[R]):
                 return core.Failure(exc, sent=True)
             finally:
                 response.close()
-        else:
+        elif isinstance(response, HTTPResponse):
             self._builtin = response
-        head = core.ResponseHead(
-            response.status_code, response.headers, body, response.reason_phrase
-        )
+        else:
+            self._response = response
+            self._body = response.iter_bytes()
+        head = core.ResponseHead(response.status_code, headers, body, response.reason_phrase)
         self.last_head = head
         return head
 
