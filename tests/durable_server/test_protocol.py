@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -296,7 +295,7 @@ def test_cursor_ignores_stale_or_garbage_cursor() -> None:
 
 def _meta(**kw: object) -> StreamMeta:
     base = StreamMeta("s", "id", "text/plain", 0.0, 0.0, ZERO)
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return base._replace(**kw)  # type: ignore[arg-type]
 
 
 def _append(body: bytes = b"x", **kw: object) -> AppendRequest:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import anyio
@@ -192,7 +192,7 @@ class SyncTxn(Protocol):
 def _expire(txn: SyncTxn, meta: StreamMeta) -> None:
     if meta.fork_count > 0:
         if not meta.soft_deleted:
-            txn.put_meta(replace(meta, soft_deleted=True))
+            txn.put_meta(meta._replace(soft_deleted=True))
         return
     drop, rewrite = cascade_delete(meta, txn.get_meta)
     for name in drop:
@@ -240,7 +240,7 @@ def txn_create(
         txn.drop(name)  # leftovers of an expired incarnation
     if plan.copy_from is not None and plan.copy_upto is not None and source is not None:
         txn.copy_records(plan.copy_from, name, plan.copy_upto)
-        txn.put_meta(replace(source, fork_count=source.fork_count + 1))
+        txn.put_meta(source._replace(fork_count=source.fork_count + 1))
     for record in plan.records:
         txn.add_record(name, record)
     txn.put_meta(plan.meta)
@@ -269,7 +269,7 @@ def txn_delete(txn: SyncTxn, name: str, *, now: float) -> None:
     if meta is None:
         raise Rejected(404, "stream not found")
     if plan_delete(meta):
-        txn.put_meta(replace(meta, soft_deleted=True))
+        txn.put_meta(meta._replace(soft_deleted=True))
         return
     drop, rewrite = cascade_delete(meta, txn.get_meta)
     for dropped in drop:

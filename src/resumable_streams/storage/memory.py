@@ -8,7 +8,7 @@ interleave.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .._protocol.durable.model import ProducerState, Record, StreamMeta
@@ -140,7 +140,7 @@ class MemoryStorage(StreamStorage):
         meta = txn_require(self._txn, name, now)
         if touch and meta.ttl is not None and meta.last_access < now:
             # only a sliding TTL needs the access time (as in the sqlite engine)
-            meta = replace(meta, last_access=now)
+            meta = meta._replace(last_access=now)
             self._txn.put_meta(meta)
         if start == "now":
             return ReadResult(meta, ())

@@ -46,7 +46,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -287,8 +287,7 @@ def _decode_producer(raw: bytes) -> ProducerState:
 
 def _decode_meta(raw: bytes, last_access: bytes | None, forks: bytes | None) -> StreamMeta:
     meta = meta_from_json(raw.decode())
-    return replace(
-        meta,
+    return meta._replace(
         last_access=float(last_access) if last_access is not None else meta.last_access,
         fork_count=int(forks) if forks is not None else meta.fork_count,
     )
@@ -906,7 +905,7 @@ def _fork_delta(txn: _BufferedTxn, name: str) -> int | None:
     final = txn.metas.get(name, old)
     if final is None:
         return -1 if old.soft_deleted and old.fork_count <= 1 else None
-    if replace(old, fork_count=final.fork_count) != final:
+    if old._replace(fork_count=final.fork_count) != final:
         return None
     return final.fork_count - old.fork_count
 

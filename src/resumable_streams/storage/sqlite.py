@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
@@ -102,7 +102,7 @@ _SELECT_META: Final = (
     "SELECT meta, (SELECT max(end_pos) FROM records WHERE name = ?1) FROM streams WHERE name = ?1"
 )
 _STABLE_FIELDS: Final = operator.attrgetter(
-    *(f.name for f in fields(StreamMeta) if f.name not in ("tail", "last_access"))
+    *(f for f in StreamMeta._fields if f not in ("tail", "last_access"))
 )
 
 
@@ -110,7 +110,7 @@ def _stored_meta(text: str, max_end: int | None) -> StreamMeta:
     """A stored meta with its tail brought up to its last record's end."""
     meta = meta_from_json(text)
     if max_end is not None and max_end > meta.tail.position:
-        meta = replace(meta, tail=Offset(meta.tail.segment, max_end))
+        meta = meta._replace(tail=Offset(meta.tail.segment, max_end))
     return meta
 
 
@@ -590,4 +590,4 @@ def _require_readonly(txn: _SqliteTxn, name: str, now: float) -> StreamMeta:
 def _touch(txn: _SqliteTxn, name: str, now: float) -> None:
     meta = txn_live_meta(txn, name, now)
     if meta is not None and not meta.soft_deleted and meta.last_access < now:
-        txn.put_meta(replace(meta, last_access=now))
+        txn.put_meta(meta._replace(last_access=now))

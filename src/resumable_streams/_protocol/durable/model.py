@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import operator
-from dataclasses import dataclass, fields
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .offsets import Offset, parse_offset
 
@@ -22,8 +20,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One stored append: its bytes occupy ``[start, end)`` of the stream.
 
     For JSON streams ``data`` is the framed form (each message followed by a comma).
@@ -34,17 +31,21 @@ class Record:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ProducerState:
+class ProducerState(NamedTuple):
     """The newest accepted ``(epoch, seq)`` of one producer on one stream."""
 
     epoch: int
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class StreamMeta:
-    """Everything about a stream except its data and producer states."""
+class StreamMeta(NamedTuple):
+    """Everything about a stream except its data and producer states.
+
+    The value types of the planner (this, :class:`Record`, :class:`ProducerState`,
+    :class:`~.offsets.Offset`, the requests and plans) are named tuples: immutable, and
+    built several times faster than frozen dataclasses (a 17-field frozen dataclass costs
+    ~1.8 us to construct, a named tuple ~0.3 us; an append builds one of each).
+    """
 
     name: str
     stream_id: str
@@ -79,10 +80,9 @@ def evolve_meta(
     closed_by: tuple[str, int, int] | None,
     last_seq: str | None,
 ) -> StreamMeta:
-    """``meta`` after an append or close: ``dataclasses.replace`` without its introspection.
+    """``meta`` after an append or close (``_replace`` without its generic machinery).
 
-    The append hot path builds one new :class:`StreamMeta` per request; ``replace`` costs
-    several times a plain constructor call.
+    The append hot path builds one new :class:`StreamMeta` per request.
     """
     return StreamMeta(
         meta.name,
@@ -132,15 +132,14 @@ def is_expired(meta: StreamMeta, now: float) -> bool:
     return deadline is not None and now >= deadline
 
 
-_META_FIELDS: Final = tuple(f.name for f in fields(StreamMeta))
-_META_VALUES: Final = operator.attrgetter(*_META_FIELDS)
+_META_FIELDS: Final = StreamMeta._fields
 _TAIL_INDEX: Final = _META_FIELDS.index("tail")
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
 
 
 def meta_to_json(meta: StreamMeta) -> str:
     """``meta`` as compact JSON (how the sqlite and Redis engines store it)."""
-    values = list(_META_VALUES(meta))  # asdict() deep-copies: slow
+    values: list[Any] = list(meta)
     values[_TAIL_INDEX] = str(meta.tail)
     return _ENCODER.encode(dict(zip(_META_FIELDS, values, strict=True)))
 

@@ -10,8 +10,7 @@ clients may compare offsets as strings (PROTOCOL.md §6).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from .headers import OFFSET_BEGINNING, OFFSET_NOW
 
@@ -33,23 +32,26 @@ class InvalidOffsetError(ValueError):
     """A client-supplied offset is not one this server could have minted."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Offset:
-    """A position in a stream: ``segment`` (reserved, 0) and byte ``position``."""
+class Offset(NamedTuple):
+    """A position in a stream: ``segment`` (reserved, 0) and byte ``position``.
+
+    Offsets order like ``(segment, position)``. Both fields are in ``0..MAX_POSITION``:
+    :func:`parse_offset` only reads 16-digit fields, and :meth:`advance` refuses to pass the
+    end (a named tuple, for speed: the append path builds two per request).
+    """
 
     segment: int
     position: int
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.segment <= MAX_POSITION and 0 <= self.position <= MAX_POSITION):
-            raise InvalidOffsetError(f"offset fields out of range: {self.segment}, {self.position}")
 
     def __str__(self) -> str:
         return f"{self.segment:016d}_{self.position:016d}"
 
     def advance(self, nbytes: int) -> Offset:
         """The offset ``nbytes`` further on in the same segment."""
-        return Offset(self.segment, self.position + nbytes)
+        position = self.position + nbytes
+        if position > MAX_POSITION:
+            raise InvalidOffsetError(f"offset position out of range: {position}")
+        return Offset(self.segment, position)
 
 
 ZERO: Final = Offset(0, 0)

@@ -10,7 +10,7 @@ import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from .headers import DEFAULT_CONTENT_TYPE, JSON_CONTENT_TYPE
@@ -109,8 +109,7 @@ def parse_stream_seq(value: str | None) -> str | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class ProducerHeaders:
+class ProducerHeaders(NamedTuple):
     """The idempotent-producer triple of an append."""
 
     producer_id: str

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, NamedTuple
 
 from . import headers as h
 from .jsonmode import frame_messages, split_framed, split_json_body
@@ -280,8 +280,7 @@ def plan_create(
 # --------------------------------------------------------------------------- append
 
 
-@dataclass(frozen=True, slots=True)
-class AppendRequest:
+class AppendRequest(NamedTuple):
     """A validated ``POST``."""
 
     content_type: str | None
@@ -326,12 +325,11 @@ def parse_append_request(headers: Mapping[str, str], body: bytes) -> AppendReque
     )
 
 
-@dataclass(frozen=True, slots=True)
-class AppendPlan:
+class AppendPlan(NamedTuple):
     """What a POST does: the answer, and what to store (``None`` = nothing)."""
 
     status: int
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str]
     meta: StreamMeta | None = None
     record: Record | None = None
     producer_state: ProducerState | None = None
@@ -468,7 +466,7 @@ def cascade_delete(
         source = rewrite.get(current.forked_from) or load(current.forked_from)
         if source is None or source.stream_id == current.stream_id:
             break
-        source = replace(source, fork_count=max(0, source.fork_count - 1))
+        source = source._replace(fork_count=max(0, source.fork_count - 1))
         if source.soft_deleted and source.fork_count == 0:
             drop.append(source.name)
             rewrite.pop(source.name, None)
