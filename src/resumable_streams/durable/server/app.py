@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +47,7 @@ from ..._protocol.durable.planning import (
 from ..._protocol.sse import encode_comment, encode_event
 from ...storage.base import ReadResult, StreamStorage
 from ...storage.open import StorageKind, open_storage
+from .exchange import BodyTooLarge, ClientGone, Exchange, Handler
 
 __all__ = [
     "DEFAULT_CACHE_CONTROL",
@@ -112,27 +112,6 @@ _BASE_HEADERS: Final = (
 _SSE_KEEPALIVE: Final = 15.0
 _ANSWER_READERS_FIRST: Final = 16  # at most this many waiting readers answer before a POST
 _PREFIX_BYTES: Final = _PREFIX.encode()
-_NO_QUERY: Final[dict[str, list[str]]] = {}
-_REQUEST_NAMES: Final = {  # common request header names, decoded once
-    raw: raw.decode().lower()
-    for raw in (
-        b"host",
-        b"accept",
-        b"accept-encoding",
-        b"content-length",
-        b"content-type",
-        b"connection",
-        b"user-agent",
-        b"if-none-match",
-        b"producer-id",
-        b"producer-epoch",
-        b"producer-seq",
-        b"stream-seq",
-        b"stream-closed",
-        b"stream-ttl",
-        b"stream-expires-at",
-    )
-}
 _header_names: dict[str, bytes] = {}  # response header name -> lower-cased bytes
 
 
@@ -163,54 +142,85 @@ def _sse_event(data: str, event: str) -> bytes:
     return encode_event(data, event=event, compact=True)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _AsgiExchange(Exchange):
+    """An :class:`Exchange` over an ASGI ``scope``, ``receive`` and ``send``."""
 
-
-class _ClientGone(Exception):
-    pass
-
-
-class _Request:
-    """The parts of an ASGI HTTP scope the handlers need."""
+    __slots__ = ("_receive", "_send", "path")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope = scope
-        self.receive = receive
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        super().__init__(
+            scope["method"].upper(),
+            raw.split(b"?", 1)[0],
+            scope.get("query_string", b""),
+            scope.get("headers", []),
+            root_path=scope.get("root_path", ""),
+            scheme=scope.get("scheme", "http"),
+            server=scope.get("server"),
+        )
+        self.path: str = scope.get("path", "")
+        self._receive = receive
         self._send = send
-        self.started = False
-        self.method: str = scope["method"].upper()
-        merged: dict[str, str] = {}
-        for raw_name, raw_value in scope.get("headers", ()):
-            name = _REQUEST_NAMES.get(raw_name)
-            if name is None:
-                name = raw_name.decode("latin-1").lower()
-            if name in merged:
-                merged[name] = f"{merged[name]}, {raw_value.decode('latin-1')}"
-            else:
-                merged[name] = raw_value.decode("latin-1")
-        self.headers = merged
-        query: bytes = scope.get("query_string", b"")
-        self.query: dict[str, list[str]] = _NO_QUERY
-        if query:
-            with suppress(ValueError):
-                self.query = parse_qs(
-                    query.decode("latin-1"), keep_blank_values=True, strict_parsing=False
-                )
 
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            if self.started:
-                raise RuntimeError("response already started")
-            self.started = True
+    async def _message(self, message: Message) -> None:
         try:
             await self._send(message)
         except OSError:  # ASGI: a send on a connection the client closed
-            raise _ClientGone from None
+            raise ClientGone from None
 
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[-1] if values else None
+    async def read_body(self, limit: int) -> bytes:
+        declared = self.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise BodyTooLarge
+            except ValueError:
+                raise BadRequest("malformed Content-Length") from None
+        message = await self._receive()
+        if message["type"] != "http.disconnect" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")  # the usual case: the whole body at once
+            if len(body) > limit:
+                raise BodyTooLarge
+            return body
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            message = await self._receive()
+
+    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if status != 204 and status != 304:
+            headers.append((b"content-length", b"%d" % len(body)))
+        else:
+            body = b""
+        await self.start(status, headers)
+        await self._message(
+            {"type": "http.response.body", "body": b"" if self.method == "HEAD" else body}
+        )
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = True
+        await self._message({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def write(self, chunk: bytes) -> None:
+        await self._message({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def end(self) -> None:
+        await self._message({"type": "http.response.body", "body": b""})
+
+    async def wait_disconnect(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
 
 
 class DurableStreamsApp:
@@ -250,20 +260,27 @@ class DurableStreamsApp:
         """Handle one ASGI connection scope (``http`` only)."""
         if scope["type"] != "http":
             return
-        req = _Request(scope, receive, send)
+        await self.handle(_AsgiExchange(scope, receive, send))
+
+    def native_route(self, raw_path: bytes) -> Handler | None:
+        """Every request goes to :meth:`handle` (see :class:`~.exchange.NativeApp`)."""
+        return self.handle
+
+    async def handle(self, req: Exchange) -> None:
+        """Handle one request (what ``__call__`` does, without ASGI: see :class:`NativeApp`)."""
         try:
             try:
                 await self._dispatch(req)
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 await self._error(req, 413, "request body too large")
             except BadRequest as exc:
                 await self._error(req, 400, str(exc))
             except Rejected as exc:
                 await self._error(req, exc.status, exc.reason, exc.headers)
-        except _ClientGone:
+        except ClientGone:
             return
         except Exception:
-            logger.exception("internal error on %s %s", req.method, scope.get("path"))
+            logger.exception("internal error on %s %r", req.method, req.raw_path)
             if not req.started:
                 await self._error(req, 500, "internal server error")
 
@@ -274,7 +291,7 @@ class DurableStreamsApp:
 
     async def _respond(
         self,
-        req: _Request,
+        req: Exchange,
         status: int,
         headers: dict[str, str] | None = None,
         body: bytes = b"",
@@ -283,14 +300,10 @@ class DurableStreamsApp:
         if headers:
             for key, value in headers.items():
                 raw.append((_header_name(key), value.encode("latin-1")))
-        if status != 204 and status != 304:
-            raw.append((b"content-length", b"%d" % len(body)))
-        await req.send({"type": "http.response.start", "status": status, "headers": raw})
-        send_body = body if req.method != "HEAD" and status not in (204, 304) else b""
-        await req.send({"type": "http.response.body", "body": send_body})
+        await req.respond(status, raw, body)
 
     async def _error(
-        self, req: _Request, status: int, reason: str, headers: dict[str, str] | None = None
+        self, req: Exchange, status: int, reason: str, headers: dict[str, str] | None = None
     ) -> None:
         if req.started:  # too late for an error response: the started one just ends
             logger.debug("%d %s after the response started", status, reason)
@@ -299,38 +312,9 @@ class DurableStreamsApp:
         out.update(headers or {})
         await self._respond(req, status, out, reason.encode())
 
-    async def _read_body(self, req: _Request) -> bytes:
-        declared = req.headers.get("content-length")
-        if declared is not None:
-            try:
-                if int(declared) > self.max_body_size:
-                    raise _BodyTooLarge
-            except ValueError:
-                raise BadRequest("malformed Content-Length") from None
-        message = await req.receive()
-        if message["type"] != "http.disconnect" and not message.get("more_body", False):
-            body: bytes = message.get("body", b"")  # the usual case: the whole body at once
-            if len(body) > self.max_body_size:
-                raise _BodyTooLarge
-            return body
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_size:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-            message = await req.receive()
-
-    def _stream_name(self, req: _Request) -> str | None:
-        raw: bytes = req.scope.get("raw_path") or req.scope["path"].encode()
-        raw = raw.split(b"?", 1)[0]
-        root = req.scope.get("root_path", "")
+    def _stream_name(self, req: Exchange) -> str | None:
+        raw = req.raw_path
+        root = req.root_path
         if root:
             root_bytes = root.encode()
             if raw.startswith(root_bytes):
@@ -339,8 +323,8 @@ class DurableStreamsApp:
             return None
         return parse_stream_path(raw[len(_PREFIX_BYTES) :])
 
-    def _resolve_source(self, req: _Request) -> Callable[[str], str]:
-        root = req.scope.get("root_path", "")
+    def _resolve_source(self, req: Exchange) -> Callable[[str], str]:
+        root = req.root_path
 
         def resolve(value: str) -> str:
             if root and value.startswith(root + _PREFIX):
@@ -351,7 +335,7 @@ class DurableStreamsApp:
 
     # ------------------------------------------------------------------ dispatch
 
-    async def _dispatch(self, req: _Request) -> None:
+    async def _dispatch(self, req: Exchange) -> None:
         name = self._stream_name(req)
         if name is None:
             await self._error(req, 404, "not found")
@@ -381,17 +365,15 @@ class DurableStreamsApp:
         else:
             await self._error(req, 405, "method not allowed", {"Allow": _METHODS})
 
-    def _location(self, req: _Request) -> str:
-        scheme = req.scope.get("scheme", "http")
+    def _location(self, req: Exchange) -> str:
         host = req.headers.get("host")
         if host is None:
-            server = req.scope.get("server") or ("localhost", None)
+            server = req.server or ("localhost", None)
             host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
-        raw: bytes = req.scope.get("raw_path") or req.scope["path"].encode()
-        return f"{scheme}://{host}{raw.split(b'?', 1)[0].decode('latin-1')}"
+        return f"{req.scheme}://{host}{req.raw_path.decode('latin-1')}"
 
-    async def _put(self, req: _Request, name: str) -> None:
-        body = await self._read_body(req)
+    async def _put(self, req: Exchange, name: str) -> None:
+        body = await req.read_body(self.max_body_size)
         create = parse_create_request(req.headers, body, self._resolve_source(req))
         plan = await self.storage.create(name, create, now=time.time())
         meta = plan.meta
@@ -402,8 +384,8 @@ class DurableStreamsApp:
             out["Location"] = self._location(req)
         await self._respond(req, 201 if plan.created else 200, out)
 
-    async def _post(self, req: _Request, name: str) -> None:
-        body = await self._read_body(req)
+    async def _post(self, req: Exchange, name: str) -> None:
+        body = await req.read_body(self.max_body_size)
         append = parse_append_request(req.headers, body)
         waiting = self.storage.notifier.waiting(name)
         plan = await self.storage.append(name, append, now=time.time())
@@ -416,7 +398,7 @@ class DurableStreamsApp:
             await anyio.lowlevel.checkpoint()
         await self._respond(req, plan.status, plan.headers)
 
-    async def _head(self, req: _Request, name: str) -> None:
+    async def _head(self, req: Exchange, name: str) -> None:
         meta = await self.storage.head(name, now=time.time())
         out = {
             "Content-Type": meta.content_type,
@@ -433,13 +415,12 @@ class DurableStreamsApp:
 
     # ------------------------------------------------------------------ reads
 
-    async def _get(self, req: _Request, name: str) -> None:
-        live = req.query.get(h.LIVE_PARAM)
-        mode = live[-1] if live else None
+    async def _get(self, req: Exchange, name: str) -> None:
+        mode = req.param(h.LIVE_PARAM)
         if mode not in (None, h.LIVE_LONG_POLL, h.LIVE_SSE):
             raise BadRequest(f"unknown live mode {mode!r}")
         try:
-            start = parse_read_offset(req.query.get(h.OFFSET_PARAM, []))
+            start = parse_read_offset(req.params(h.OFFSET_PARAM))
         except InvalidOffsetError as exc:
             raise BadRequest(str(exc)) from None
         if mode is not None and start is None:
@@ -473,7 +454,7 @@ class DurableStreamsApp:
                 raise BadRequest("offset is not at a message boundary of this stream")
         return result
 
-    async def _respond_now(self, req: _Request, meta: StreamMeta) -> None:
+    async def _respond_now(self, req: Exchange, meta: StreamMeta) -> None:
         out = {
             "Content-Type": meta.content_type,
             h.STREAM_NEXT_OFFSET: str(meta.tail),
@@ -485,11 +466,11 @@ class DurableStreamsApp:
         body = b"[]" if is_json(media_type(meta.content_type)) else b""
         await self._respond(req, 200, out, body)
 
-    def _cursor(self, req: _Request) -> str:
+    def _cursor(self, req: Exchange) -> str:
         return next_cursor(time.time(), req.param(h.CURSOR_PARAM))
 
     async def _respond_data(
-        self, req: _Request, result: ReadResult, start: Offset, *, live: bool
+        self, req: Exchange, result: ReadResult, start: Offset, *, live: bool
     ) -> None:
         meta = result.meta
         data = b"".join(record.data for record in result.records)
@@ -517,7 +498,7 @@ class DurableStreamsApp:
         await self._respond(req, 200, out, data)
 
     async def _long_poll(
-        self, req: _Request, name: str, result: ReadResult, start: Offset | str
+        self, req: Exchange, name: str, result: ReadResult, start: Offset | str
     ) -> None:
         position = result.meta.tail if start == "now" else start
         assert isinstance(position, Offset)
@@ -549,7 +530,7 @@ class DurableStreamsApp:
             out[h.STREAM_CURSOR] = self._cursor(req)
         await self._respond(req, 204, out)
 
-    async def _sse(self, req: _Request, name: str, start: Offset | str) -> None:
+    async def _sse(self, req: Exchange, name: str, start: Offset | str) -> None:
         first = await self._read(name, start)
         meta = first.meta
         binary = not is_sse_text(media_type(meta.content_type))
@@ -560,8 +541,8 @@ class DurableStreamsApp:
         ]
         if binary:
             raw.append((h.SSE_DATA_ENCODING.lower().encode(), b"base64"))
-        await req.send({"type": "http.response.start", "status": 200, "headers": raw})
-        with unwrap_single():  # a vanished client: _ClientGone, not a group of it
+        await req.start(200, raw)
+        with unwrap_single():  # a vanished client: ClientGone, not a group of it
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_disconnect, req, tg.cancel_scope)
                 try:
@@ -569,19 +550,13 @@ class DurableStreamsApp:
                 finally:
                     tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(1), suppress(Exception):
-            await req.send({"type": "http.response.body", "body": b""})
+            await req.end()
 
-    async def _watch_disconnect(self, req: _Request, scope: anyio.CancelScope) -> None:
-        while True:
-            message = await req.receive()
-            if message["type"] == "http.disconnect":
-                scope.cancel()
-                return
+    async def _watch_disconnect(self, req: Exchange, scope: anyio.CancelScope) -> None:
+        await req.wait_disconnect()
+        scope.cancel()
 
-    async def _sse_send(self, req: _Request, chunk: bytes) -> None:
-        await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-    def _control(self, req: _Request, offset: Offset, *, up_to_date: bool, closed: bool) -> bytes:
+    def _control(self, req: Exchange, offset: Offset, *, up_to_date: bool, closed: bool) -> bytes:
         # Offsets and cursors are digits and '_': the JSON is written directly (hot path).
         if closed:
             text = f'{{"streamNextOffset":"{offset}","streamClosed":true,"upToDate":true}}'
@@ -595,7 +570,7 @@ class DurableStreamsApp:
         return _sse_event(text, h.SSE_EVENT_CONTROL)
 
     async def _sse_body(
-        self, req: _Request, name: str, start: Offset | str, first: ReadResult, binary: bool
+        self, req: Exchange, name: str, start: Offset | str, first: ReadResult, binary: bool
     ) -> None:
         json_mode = is_json(media_type(first.meta.content_type))
         position = first.meta.tail if start == "now" else start
@@ -624,21 +599,17 @@ class DurableStreamsApp:
                 chunk = _sse_event(text, h.SSE_EVENT_DATA) + self._control(
                     req, position, up_to_date=result.up_to_date, closed=closed
                 )
-                await self._sse_send(req, chunk)
+                await req.write(chunk)
                 idle_control_sent = result.up_to_date
                 if closed:
                     return
                 result = None
                 continue
             if meta.closed:
-                await self._sse_send(
-                    req, self._control(req, position, up_to_date=True, closed=True)
-                )
+                await req.write(self._control(req, position, up_to_date=True, closed=True))
                 return
             if not idle_control_sent:
-                await self._sse_send(
-                    req, self._control(req, position, up_to_date=True, closed=False)
-                )
+                await req.write(self._control(req, position, up_to_date=True, closed=False))
                 idle_control_sent = True
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
@@ -646,7 +617,7 @@ class DurableStreamsApp:
             with anyio.move_on_after(min(remaining, _SSE_KEEPALIVE)) as waited:
                 await event.wait()
             if waited.cancelled_caught and anyio.current_time() < deadline:
-                await self._sse_send(req, encode_comment())
+                await req.write(encode_comment())
             result = None
 
 
@@ -728,6 +699,16 @@ class _DurableStarlette(Starlette):
             await durable(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def native_route(self, raw_path: bytes) -> Handler | None:
+        """Stream requests go straight to the Durable Streams app (see :class:`NativeApp`).
+
+        Anything else, and every request once middleware was added, takes the ASGI path.
+        """
+        durable = self.durable
+        if durable is not None and not self.user_middleware and raw_path.startswith(_PREFIX_BYTES):
+            return durable.handle
+        return None
 
 
 def _is_stream_path(scope: Scope) -> bool:

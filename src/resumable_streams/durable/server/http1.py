@@ -59,6 +59,8 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
+from .exchange import BodyTooLarge, ClientGone, Exchange, Handler, NativeApp
+
 __all__ = ["HTTP1Limits", "serve_http1"]
 
 logger = logging.getLogger("resumable_streams.durable.server.http1")
@@ -146,11 +148,11 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class _Closed(OSError):
+class _Closed(ClientGone):
     """The peer closed the connection (or it broke).
 
-    An :class:`OSError`, as ASGI asks of a ``send()`` on a closed connection, so an app can
-    tell a vanished client from its own failure.
+    A :class:`~.exchange.ClientGone`, hence an :class:`OSError`, as ASGI asks of a ``send()``
+    on a closed connection, so an app can tell a vanished client from its own failure.
     """
 
 
@@ -194,6 +196,10 @@ class _Connection:
         aio: _AsyncioIO | None = None,
     ) -> None:
         self.app = app
+        self.native_route: Callable[[bytes], Handler | None] | None = None
+        offers: object = app
+        if isinstance(offers, NativeApp):  # takes some requests without ASGI
+            self.native_route = offers.native_route
         self.limits = limits
         self.state = state
         self.server = server
@@ -349,8 +355,8 @@ class _Connection:
 
     # ------------------------------------------------------------------ one request
 
-    def _parse(self, head: bytes) -> tuple[Scope, int | None, bool, bool, bool]:
-        """Scope, content length (None: chunked), keep-alive, expect-continue, is HTTP/1.1."""
+    def _parse(self, head: bytes) -> _Exchange:
+        """The request this head starts (its framing checked; :class:`_BadRequest` if bad)."""
         line_end = head.find(b"\r\n")
         if line_end < 0:
             request_line, fields = head, b""
@@ -422,26 +428,13 @@ class _Connection:
             keep_alive = http11
         raw_path, _, query = target.partition(b"?")
         try:
-            text_path = raw_path.decode("ascii")
+            text_method = method.decode("ascii")
+            raw_path.decode("ascii")
         except UnicodeDecodeError:
             raise _BadRequest("malformed request target") from None
-        path = unquote(text_path, errors="surrogateescape") if "%" in text_path else text_path
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1" if http11 else "1.0",
-            "method": method.decode("ascii"),
-            "scheme": "http",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": headers,
-            "client": self.client,
-            "server": self.server,
-            "state": dict(self.state),
-        }
-        return scope, length, keep_alive, expect, http11
+        return _Exchange(
+            self, text_method, raw_path, query, headers, length, keep_alive, expect, http11
+        )
 
     async def run(self) -> None:
         if len(self.tracker.connections) >= self.limits.max_connections:
@@ -487,13 +480,13 @@ class _Connection:
                 head = await self._read_head()
                 if head is None:
                     return
-                scope, length, keep_alive, expect, http11 = self._parse(head)
+                exchange = self._parse(head)
             except _BadRequest as exc:
                 await self._reject(exc.status, str(exc))
                 return
             self.tracker.busy += 1
             try:
-                if not await self._handle(scope, length, keep_alive, expect, http11):
+                if not await self._handle(exchange):
                     return
             finally:
                 self.tracker.done_one()
@@ -514,159 +507,34 @@ class _Connection:
         with anyio.move_on_after(1), _suppress_closed():
             await self._send_raw(head + _date_header() + b"\r\n" + body)
 
-    async def _handle(
-        self, scope: Scope, length: int | None, keep_alive: bool, expect: bool, http11: bool
-    ) -> bool:
+    async def _handle(self, exchange: _Exchange) -> bool:
         """Run the app for one request; True if the connection can carry another."""
-        remaining = length  # body bytes left (None: chunked, not finished)
-        body_done = length == 0
-        continue_pending = expect and http11
-        started = False
-        finished = False
-        chunked_out = False
-        close_delimited = False
-        head_only = scope["method"] == "HEAD"
-        no_body = False
-        pending_head = b""
-        gone = False
-        request_ended = False  # the app was told the request body is complete
-
-        async def receive() -> Message:
-            nonlocal remaining, body_done, continue_pending, gone, request_ended, started, finished
-            if not request_ended and body_done and not gone:
-                request_ended = True  # a body-less request: one empty message
-                return {"type": "http.request", "body": b"", "more_body": False}
-            if body_done:
-                if gone:
-                    return {"type": "http.disconnect"}
-                # Wait for the client to go away; keep pipelined bytes for the next request.
-                while len(self.buf) <= self.limits.max_head_size:
-                    try:
-                        await self._fill()
-                    except _Closed:
-                        gone = True
-                        return {"type": "http.disconnect"}
-                await anyio.sleep_forever()
-            if continue_pending:
-                continue_pending = False
-                await self._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
-            elif remaining is not None and len(self.buf) >= remaining:
-                # the whole (rest of the) body is buffered: no timeout scope needed
-                data = bytes(self.buf[:remaining])
-                del self.buf[:remaining]
-                remaining = 0
-                body_done = request_ended = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            try:
-                with anyio.move_on_after(self.limits.body_timeout):
-                    if remaining is not None:  # Content-Length
-                        if not self.buf:
-                            await self._fill()
-                        take = min(remaining, len(self.buf))
-                        data = bytes(self.buf[:take])
-                        del self.buf[:take]
-                        remaining -= take
-                        body_done = request_ended = remaining == 0
-                    else:
-                        data = await self._read_chunk()
-                        body_done = request_ended = not data
-                    return {"type": "http.request", "body": data, "more_body": not body_done}
-                failure = _BadRequest("request body timed out", 408)
-            except _Closed:
-                gone = True
-                body_done = True
-                return {"type": "http.disconnect"}
-            except _BadRequest as exc:
-                failure = exc
-            # A malformed or stalled body: answer 400/408 now (unless a response began), let
-            # the app see a disconnect; whatever it sends afterwards is dropped.
-            gone = True
-            body_done = True
-            if not started:
-                started = finished = True
-                await self._reject(failure.status, str(failure))
-            return {"type": "http.disconnect"}
-
-        async def send(message: Message) -> None:
-            nonlocal started, finished, chunked_out, close_delimited, no_body, pending_head
-            nonlocal keep_alive
-            kind = message["type"]
-            if gone and finished:
-                return  # the connection is being dropped (a malformed body was answered)
-            if kind == "http.response.start":
-                if started:
-                    raise RuntimeError("http.response.start sent twice")
-                started = True
-                status = int(message["status"])
-                out = [_status_line(status), _date_header()]
-                has_length = False
-                for name, value in message.get("headers", ()):
-                    lname = name.lower()
-                    if lname in _FRAMING:
-                        if lname == b"content-length":
-                            has_length = True
-                        else:
-                            if lname == b"connection" and b"close" in value.lower():
-                                keep_alive = False
-                            continue
-                    out += (name, b": ", value, b"\r\n")
-                no_body = head_only or status in (204, 304) or status < 200
-                if not no_body and not has_length:
-                    if http11:
-                        chunked_out = True
-                        out.append(b"transfer-encoding: chunked\r\n")
-                    else:
-                        close_delimited = True
-                        keep_alive = False
-                if not body_done:
-                    keep_alive = False  # unread request body: don't guess where it ends
-                if not keep_alive:
-                    out.append(b"connection: close\r\n")
-                elif not http11:
-                    out.append(b"connection: keep-alive\r\n")
-                out.append(b"\r\n")
-                pending_head = b"".join(out)
-                return
-            if kind != "http.response.body":
-                raise RuntimeError(f"unexpected ASGI message {kind!r}")
-            if not started:
-                raise RuntimeError("http.response.body before http.response.start")
-            if finished:
-                return
-            body = bytes(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-            if no_body:
-                payload = b""
-            elif chunked_out:
-                payload = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-                if not more:
-                    payload += b"0\r\n\r\n"
-            else:
-                payload = body
-            if not more:
-                finished = True
-            data = pending_head + payload
-            pending_head = b""
-            if data:
-                await self._send_raw(data)
-
+        handler = self.native_route(exchange.raw_path) if self.native_route else None
         try:
-            await self.app(scope, receive, send)
+            if handler is not None:
+                await handler(exchange)
+            else:
+                await self.app(exchange.scope(), exchange.receive, exchange.send)
         except _Closed:
             return False
         except Exception:
-            logger.exception("ASGI app raised on %s %s", scope["method"], scope["path"])
-            if not started:
+            logger.exception("app raised on %s %r", exchange.method, exchange.raw_path)
+            if not exchange.started:
                 await self._reject(500, "internal server error")
             return False
-        if not started:
+        if not exchange.started:
             await self._reject(500, "the app sent no response")
             return False
-        if not finished:
-            if pending_head:
-                await self._send_raw(pending_head)
+        if not exchange.finished:
+            if exchange.pending_head:
+                await self._send_raw(exchange.pending_head)
             return False  # the app ended mid-body: the response can only be ended by closing
-        return keep_alive and body_done and not gone and not close_delimited
+        return (
+            exchange.keep_alive
+            and exchange.body_done
+            and not exchange.gone
+            and not exchange.close_delimited
+        )
 
     async def _send_raw(self, data: bytes) -> None:
         sock = self.sock
@@ -683,6 +551,266 @@ class _Connection:
                 await self.tracker.wait_writable(sock)
             except OSError:
                 raise _Closed from None
+
+
+class _Exchange(Exchange):
+    """One request on a connection: its body and its response.
+
+    Serves an ASGI app (:meth:`scope`, :meth:`receive`, :meth:`send`) and a
+    :class:`~.exchange.NativeApp` handler (the :class:`~.exchange.Exchange` methods) with the
+    same framing code.
+    """
+
+    __slots__ = (
+        "body_done",
+        "chunked_out",
+        "close_delimited",
+        "conn",
+        "continue_pending",
+        "finished",
+        "gone",
+        "http11",
+        "keep_alive",
+        "no_body",
+        "pending_head",
+        "remaining",
+        "request_ended",
+    )
+
+    def __init__(
+        self,
+        conn: _Connection,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        length: int | None,
+        keep_alive: bool,
+        expect: bool,
+        http11: bool,
+    ) -> None:
+        super().__init__(method, raw_path, query, headers, server=conn.server)
+        self.conn = conn
+        self.remaining = length  # body bytes left (None: chunked, not finished)
+        self.body_done = length == 0
+        self.request_ended = False  # the app was told the request body is complete
+        self.continue_pending = expect and http11
+        self.keep_alive = keep_alive
+        self.http11 = http11
+        self.finished = False
+        self.chunked_out = False
+        self.close_delimited = False
+        self.no_body = False
+        self.pending_head = b""
+        self.gone = False
+
+    # ------------------------------------------------------------------ request body
+
+    async def _body_piece(self) -> bytes:
+        """The next piece of the request body (sets ``body_done`` after the last).
+
+        A malformed or stalled body is answered 400 / 408 here (unless a response began)
+        and raises :class:`_Closed`, as a vanished client does; the connection is dropped
+        and whatever the app sends afterwards is discarded.
+        """
+        conn = self.conn
+        if self.continue_pending:
+            self.continue_pending = False
+            await conn._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        remaining = self.remaining
+        if remaining is not None and len(conn.buf) >= remaining:
+            # the whole (rest of the) body is buffered: no timeout scope needed
+            data = bytes(conn.buf[:remaining])
+            del conn.buf[:remaining]
+            self.remaining = 0
+            self.body_done = True
+            return data
+        try:
+            with anyio.move_on_after(conn.limits.body_timeout):
+                if remaining is not None:  # Content-Length
+                    if not conn.buf:
+                        await conn._fill()
+                    take = min(remaining, len(conn.buf))
+                    data = bytes(conn.buf[:take])
+                    del conn.buf[:take]
+                    self.remaining = remaining - take
+                    self.body_done = self.remaining == 0
+                else:
+                    data = await conn._read_chunk()
+                    self.body_done = not data
+                return data
+            failure = _BadRequest("request body timed out", 408)
+        except _Closed:
+            self.gone = self.body_done = True
+            raise
+        except _BadRequest as exc:
+            failure = exc
+        self.gone = self.body_done = True
+        if not self.started:
+            self.started = self.finished = True
+            await conn._reject(failure.status, str(failure))
+        raise _Closed
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole body (see :meth:`Exchange.read_body`)."""
+        if self.remaining is not None and self.remaining > limit:
+            raise BodyTooLarge
+        self.request_ended = True
+        chunks: list[bytes] = []
+        size = 0
+        while not self.body_done:
+            data = await self._body_piece()
+            size += len(data)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(data)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def wait_disconnect(self) -> None:
+        """Return once the client has gone; keep pipelined bytes for the next request."""
+        conn = self.conn
+        try:
+            while not self.body_done:
+                await self._body_piece()
+            while not self.gone and len(conn.buf) <= conn.limits.max_head_size:
+                await conn._fill()
+        except _Closed:
+            self.gone = True
+            return
+        if not self.gone:
+            await anyio.sleep_forever()
+
+    # ------------------------------------------------------------------ response
+
+    def _begin(self, status: int, fields: list[bytes], has_length: bool) -> None:
+        """Set the response head: status line, date, ``fields`` and the framing headers."""
+        if self.started:
+            raise RuntimeError("the response has already started")
+        self.started = True
+        self.no_body = no_body = self.method == "HEAD" or status in (204, 304) or status < 200
+        tail = []
+        if not no_body and not has_length:
+            if self.http11:
+                self.chunked_out = True
+                tail.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.close_delimited = True
+                self.keep_alive = False
+        if not self.body_done:
+            self.keep_alive = False  # unread request body: don't guess where it ends
+        if not self.keep_alive:
+            tail.append(b"connection: close\r\n")
+        elif not self.http11:
+            tail.append(b"connection: keep-alive\r\n")
+        self.pending_head = b"".join(
+            (_status_line(status), _date_header(), *fields, *tail, b"\r\n")
+        )
+
+    async def _write(self, body: bytes, more: bool) -> None:
+        """Send a piece of the response body, with the head if it is still pending."""
+        if self.finished:
+            return
+        if self.no_body:
+            payload = b""
+        elif self.chunked_out:
+            payload = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            if not more:
+                payload += b"0\r\n\r\n"
+        else:
+            payload = body
+        if not more:
+            self.finished = True
+        data = self.pending_head + payload if self.pending_head else payload
+        self.pending_head = b""
+        if data:
+            await self.conn._send_raw(data)
+
+    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole response in one ``send`` (see :meth:`Exchange.respond`)."""
+        fields = [b"%b: %b\r\n" % field for field in headers]
+        if status != 204 and status != 304:
+            fields.append(b"content-length: %d\r\n" % len(body))
+        self._begin(status, fields, True)
+        await self._write(body, False)
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Begin a streamed (chunked) response; the head leaves with the first piece."""
+        self._begin(status, [b"%b: %b\r\n" % field for field in headers], False)
+
+    async def write(self, chunk: bytes) -> None:
+        """Send a piece of a streamed response."""
+        if chunk:
+            await self._write(chunk, True)
+
+    async def end(self) -> None:
+        """End a streamed response."""
+        await self._write(b"", False)
+
+    # ------------------------------------------------------------------ ASGI
+
+    def scope(self) -> Scope:
+        """The ASGI ``http`` scope of this request."""
+        text_path = self.raw_path.decode("ascii")  # checked by _parse
+        path = unquote(text_path, errors="surrogateescape") if "%" in text_path else text_path
+        conn = self.conn
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1" if self.http11 else "1.0",
+            "method": self.method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": self.raw_path,
+            "query_string": self.query_string,
+            "root_path": "",
+            "headers": self.raw_headers,
+            "client": conn.client,
+            "server": conn.server,
+            "state": dict(conn.state),
+        }
+
+    async def receive(self) -> Message:
+        """ASGI ``receive``: the body in pieces, then ``http.disconnect`` once the client goes."""
+        if self.body_done:
+            if not self.request_ended and not self.gone:
+                self.request_ended = True  # a body-less request: one empty message
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await self.wait_disconnect()
+            return {"type": "http.disconnect"}
+        try:
+            data = await self._body_piece()
+        except _Closed:
+            return {"type": "http.disconnect"}
+        self.request_ended = self.body_done
+        return {"type": "http.request", "body": data, "more_body": not self.body_done}
+
+    async def send(self, message: Message) -> None:
+        """ASGI ``send``."""
+        kind = message["type"]
+        if self.gone and self.finished:
+            return  # the connection is being dropped (a malformed body was answered)
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            fields: list[bytes] = []
+            has_length = False
+            for name, value in message.get("headers", ()):
+                lname = name.lower()
+                if lname in _FRAMING:
+                    if lname == b"content-length":
+                        has_length = True
+                    else:
+                        if lname == b"connection" and b"close" in value.lower():
+                            self.keep_alive = False
+                        continue
+                fields += (name, b": ", value, b"\r\n")
+            self._begin(int(message["status"]), fields, has_length)
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        if not self.started:
+            raise RuntimeError("http.response.body before http.response.start")
+        await self._write(bytes(message.get("body", b"")), bool(message.get("more_body", False)))
 
 
 _READ_HIGH_WATER: Final = 256 * 1024
