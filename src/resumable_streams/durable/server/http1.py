@@ -29,8 +29,10 @@ What it implements, and nothing more:
   for the client to go away (what an SSE handler watches).
 * ASGI lifespan (startup / shutdown), run for the whole life of :func:`serve_http1`.
 
-I/O: on trio, the connection's raw non-blocking socket is read and written directly
-(waiting with ``trio.lowlevel.wait_readable`` only when a read would block); on asyncio,
+I/O: on trio, the connection's raw non-blocking socket is read and written directly,
+waiting only when a read would block - on Linux through one edge-triggered epoll for all
+connections (:class:`_EdgePoller`: no ``epoll_ctl`` per wait), elsewhere with
+``trio.lowlevel.wait_readable``; on asyncio,
 each connection is an ``asyncio.Protocol`` (:class:`_AsyncioIO`) on the loop's own server
 over the bound sockets: reading stays on and a write is ``transport.write``. Both drive the
 same parser and ASGI bridge (:class:`_Connection`).
@@ -45,6 +47,7 @@ import asyncio
 import logging
 import math
 import re
+import select
 import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -215,6 +218,8 @@ class _Connection:
         remote: Any = None
         if stream is not None:
             self.sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            if tracker.poller is not None:
+                tracker.poller.register(self.sock)
             with suppress(anyio.TypedAttributeLookupError):
                 remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
         elif aio is not None and aio.transport is not None:
@@ -229,6 +234,7 @@ class _Connection:
         self.in_head = False
         self.unyielded = 0
         self.chunk_left = 0  # bytes of the current request-body chunk not yet read
+        self.drained = True  # the last recv emptied the socket's receive buffer
         # When waiting for a request head: the time.monotonic() after which _Tracker.reap
         # cancels self.timer. A float store per request instead of moving a cancel scope's
         # deadline (which costs a heap operation in the event loop) twice per request.
@@ -241,7 +247,9 @@ class _Connection:
         """Read more bytes into ``self.buf``.
 
         ``wait_first``: wait for readability before the first ``recv`` (after a response,
-        the next request has usually not arrived yet: a ``recv`` would only fail).
+        the next request has usually not arrived yet: a ``recv`` would only fail) - if the
+        last ``recv`` drained the socket. (With the edge-triggered :class:`_EdgePoller`,
+        bytes left in the socket would never signal again.)
         """
         sock = self.sock
         if sock is None:
@@ -255,12 +263,12 @@ class _Connection:
                 raise _Closed
             self.buf += chunk
             return
-        if wait_first:
+        if wait_first and self.drained:
             self.unyielded = 0
             await self.wait_readable(sock)
         while True:  # trio: the non-blocking socket directly, waiting only when needed
             try:
-                data = sock.recv(65536)
+                data = sock.recv(_RECV_SIZE)
             except BlockingIOError:
                 self.unyielded = 0
                 await self.wait_readable(sock)
@@ -271,6 +279,7 @@ class _Connection:
             if not data:
                 self.eof = True
                 raise _Closed
+            self.drained = len(data) < _RECV_SIZE  # a short read took all there was
             self.buf += data
             return
 
@@ -458,6 +467,8 @@ class _Connection:
         if self.aio is not None:
             self.aio.close()
         elif self.stream is not None:
+            if self.tracker.poller is not None and self.sock is not None:
+                self.tracker.poller.unregister(self.sock)
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
 
@@ -814,6 +825,7 @@ class _Exchange(Exchange):
 
 
 _READ_HIGH_WATER: Final = 256 * 1024
+_RECV_SIZE: Final = 65536
 
 
 class _AsyncioIO(asyncio.Protocol):
@@ -905,6 +917,72 @@ def _wake(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
+class _EdgePoller:
+    """trio on Linux: readiness of the server's connections from one edge-triggered epoll.
+
+    trio's own ``wait_readable`` re-arms a one-shot epoll registration per wait (an
+    ``epoll_ctl`` system call and its bookkeeping on every request). Here each connection
+    is registered once (``EPOLLIN | EPOLLET``); one task waits for this epoll's own file
+    descriptor to become readable, collects the ready connections and reschedules the tasks
+    waiting on them. An edge that arrives while nobody waits is kept in ``ready``, so a
+    later wait returns at once (the caller then reads until ``EAGAIN`` as usual).
+    """
+
+    def __init__(self) -> None:
+        import trio
+
+        self._trio = trio.lowlevel
+        self._epoll = select.epoll()
+        self._flags = select.EPOLLIN | select.EPOLLET | select.EPOLLRDHUP
+        self._waiters: dict[int, Any] = {}
+        self._ready: set[int] = set()
+
+    def register(self, sock: socket.socket) -> None:
+        self._epoll.register(sock.fileno(), self._flags)
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd >= 0:
+            with suppress(OSError, ValueError):  # ValueError: the poller has stopped
+                self._epoll.unregister(fd)
+            self._ready.discard(fd)
+
+    async def wait_readable(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd in self._ready:
+            self._ready.discard(fd)
+            await self._trio.checkpoint()
+            return
+        waiters = self._waiters
+        if fd in waiters:
+            raise anyio.BusyResourceError("reading")
+        waiters[fd] = self._trio.current_task()
+
+        def abort(_: object) -> Any:
+            waiters.pop(fd, None)
+            return self._trio.Abort.SUCCEEDED
+
+        await self._trio.wait_task_rescheduled(abort)
+
+    async def run(self) -> None:
+        """Forever: wake the tasks whose connections became readable."""
+        trio = self._trio
+        poll = self._epoll.poll
+        waiters = self._waiters
+        ready = self._ready
+        try:
+            while True:
+                await trio.wait_readable(self._epoll.fileno())
+                for fd, _ in poll(0, 256):
+                    task = waiters.pop(fd, None)
+                    if task is None:
+                        ready.add(fd)
+                    else:
+                        trio.reschedule(task)
+        finally:
+            self._epoll.close()
+
+
 class _Tracker:
     """The open connections: how many are busy (for a graceful shutdown), their timeouts."""
 
@@ -915,11 +993,15 @@ class _Tracker:
         self.connections: set[_Connection] = set()
         self.wait_readable: Callable[[socket.socket], Awaitable[None]] = anyio.wait_readable
         self.wait_writable: Callable[[socket.socket], Awaitable[None]] = anyio.wait_writable
+        self.poller: _EdgePoller | None = None
         if raw_io:  # trio's own functions: anyio's wrappers look the backend up per call
             import trio
 
             self.wait_readable = trio.lowlevel.wait_readable
             self.wait_writable = trio.lowlevel.wait_writable
+            if hasattr(select, "epoll"):
+                self.poller = _EdgePoller()
+                self.wait_readable = self.poller.wait_readable
         # The reaper's period: a timeout fires at most this late.
         self.period = min(1.0, max(0.01, min(limits.head_timeout, limits.keep_alive_timeout) / 5))
 
@@ -1061,6 +1143,8 @@ async def serve_http1(
         tracker = _Tracker(limits, raw_io)
         async with anyio.create_task_group() as conns:
             conns.start_soon(tracker.reap)
+            if tracker.poller is not None:
+                conns.start_soon(tracker.poller.run)
 
             async def handle(stream: anyio.abc.SocketStream) -> None:
                 await _Connection(app, limits, state, server, tracker, stream=stream).run()
