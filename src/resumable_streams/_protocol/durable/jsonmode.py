@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from json.scanner import make_scanner
 from typing import Any, Final
 
 from .parsing import BadRequest
@@ -31,11 +32,24 @@ def _reject_constant(name: str) -> Any:
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _validate(text: str) -> Any:
+# The C scanner: one JSON value at an index (typeshed types its argument as a scanner).
+_SCAN: Final = make_scanner(_DECODER)  # type: ignore[arg-type]
+
+
+def _validate(text: str) -> None:
+    """Check that ``text`` (no surrounding whitespace) is exactly one JSON value.
+
+    Calls the scanner directly: ``json.loads`` adds two regex scans and two Python frames
+    around it, a third of the cost of a ~100-byte object.
+    """
     try:
-        return _DECODER.decode(text)
+        end = _SCAN(text, 0)[1]
+    except StopIteration:
+        raise BadRequest("invalid JSON body: Expecting value: char 0") from None
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"invalid JSON body: {exc}") from None
+    if end != len(text):
+        raise BadRequest(f"invalid JSON body: Extra data: char {end}")
 
 
 _WS_RUN: Final = re.compile(r"[ \t\n\r]*")
@@ -88,19 +102,22 @@ def split_json_body(body: bytes) -> list[bytes]:
         raise BadRequest("JSON body is not valid UTF-8") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    start = _skip_ws(text)
-    if text.startswith("[", start):
+    stripped = text.strip(_WS)
+    if stripped.startswith("["):
         try:
-            pieces = _array_elements(text, start)
+            pieces = _array_elements(stripped, 0)
         except (ValueError, RecursionError) as exc:
             raise BadRequest(f"invalid JSON body: {exc}") from None
         return [piece.encode() for piece in pieces]
-    _validate(text)
-    return [text.strip(_WS).encode()]
+    _validate(stripped)
+    # the body itself when nothing was trimmed (the usual case): no re-encoding
+    return [body if len(stripped) == len(body) else stripped.encode()]
 
 
 def frame_messages(messages: list[bytes]) -> bytes:
     """The stored form of a JSON append: every message followed by a comma."""
+    if len(messages) == 1:
+        return messages[0] + b","
     return b"".join(message + b"," for message in messages)
 
 
