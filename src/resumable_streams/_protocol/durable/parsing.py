@@ -162,13 +162,15 @@ def is_sse_text(mtype: str) -> bool:
     return mtype.startswith("text/") or is_json(mtype)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_stream_path(raw: bytes) -> str:
     """Decode and validate the raw (percent-encoded) stream path after the route prefix.
 
     The name may contain ``/`` as a literal separator, but not encoded slashes or
     backslashes, NUL or other control characters, empty, ``.`` or ``..`` segments, or
     invalid UTF-8: such paths raise :class:`BadRequest`, so a stream name can never be used
-    to reach anything outside its own stream.
+    to reach anything outside its own stream. (Cached: a server sees the same few paths
+    again and again; refused paths raise, so they are not cached.)
     """
     if not raw:
         raise BadRequest("missing stream path")

@@ -83,7 +83,10 @@ _TARGET: Final = re.compile(rb"/[\x21-\x7e]*")
 _FIELDS: Final = re.compile(
     rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n(?!\Z)|\Z))*"
 )
-_COMMON_METHODS: Final = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS"))
+_METHOD_TEXT: Final = {
+    method: method.decode() for method in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS")
+}
+_COMMON_METHODS: Final = frozenset(_METHOD_TEXT)
 _REQUEST_FRAMING: Final = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"expect")
 )
@@ -436,11 +439,7 @@ class _Connection:
         else:
             keep_alive = http11
         raw_path, _, query = target.partition(b"?")
-        try:
-            text_method = method.decode("ascii")
-            raw_path.decode("ascii")
-        except UnicodeDecodeError:
-            raise _BadRequest("malformed request target") from None
+        text_method = _METHOD_TEXT.get(method) or method.decode("ascii")  # a token: ASCII
         return _Exchange(
             self, text_method, raw_path, query, headers, length, keep_alive, expect, http11
         )
