@@ -44,7 +44,7 @@ class Offset(NamedTuple):
     position: int
 
     def __str__(self) -> str:
-        return f"{self.segment:016d}_{self.position:016d}"
+        return "%016d_%016d" % self  # noqa: UP031 - twice as fast as the f-string
 
     def advance(self, nbytes: int) -> Offset:
         """The offset ``nbytes`` further on in the same segment."""

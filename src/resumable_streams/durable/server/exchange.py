@@ -110,7 +110,6 @@ class Exchange(ABC):
         raw_path: bytes,
         query_string: bytes,
         raw_headers: list[tuple[bytes, bytes]],
-        *,
         root_path: str = "",
         scheme: str = "http",
         server: tuple[str, int | None] | None = None,

@@ -396,7 +396,7 @@ class _Connection:
             _field_error(lines)
         headers: list[tuple[bytes, bytes]] = []
         length: int | None = 0
-        lengths: set[bytes] = set()
+        lengths: set[bytes] = set()  # Content-Length values (repeats must agree)
         chunked = False
         connection = b""
         expect = False
@@ -599,7 +599,7 @@ class _Exchange(Exchange):
         expect: bool,
         http11: bool,
     ) -> None:
-        super().__init__(method, raw_path, query, headers, server=conn.server)
+        super().__init__(method, raw_path, query, headers, "", "http", conn.server)
         self.conn = conn
         self.remaining = length  # body bytes left (None: chunked, not finished)
         self.body_done = length == 0
