@@ -13,6 +13,7 @@ while the writer commits.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 import queue
@@ -241,8 +242,11 @@ class _SqliteTxn:
 class _Job:
     fn: Callable[[_SqliteTxn], Any]
     done: anyio.Event | None = None
+    """Set when the outcome is there, for a waiter that was cancelled on asyncio."""
     task: Any = None
     """On trio, the waiting task, rescheduled directly (no event, no cancel scope)."""
+    future: asyncio.Future[None] | None = None
+    """On asyncio, what the waiting task awaits (no event, no cancel scope)."""
     result: Any = None
     error: BaseException | None = None
     finished: bool = field(default=False)
@@ -277,6 +281,7 @@ class SqliteStorage(StreamStorage):
         self._running = False
         self._call_soon: Callable[[Callable[[], object]], object] = _no_loop
         self._trio: Any = None  # trio.lowlevel when running on trio
+        self._asyncio_loop: asyncio.AbstractEventLoop | None = None  # when running on asyncio
         self._data_version: int | None = None
 
     @classmethod
@@ -288,6 +293,8 @@ class SqliteStorage(StreamStorage):
         conn = await anyio.to_thread.run_sync(storage._init_db)
         storage._call_soon = _loop_call_soon()
         storage._trio = _trio_lowlevel()
+        if storage._trio is None:
+            storage._asyncio_loop = asyncio.get_running_loop()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(storage._run_writer, conn)
@@ -402,11 +409,21 @@ class SqliteStorage(StreamStorage):
             self._jobs.put(job)
             await trio.wait_task_rescheduled(_no_abort)
         else:
-            job = _Job(fn, anyio.Event(), checks_first=checks_first)
+            assert self._asyncio_loop is not None
+            job = _Job(fn, checks_first=checks_first)
+            job.future = self._asyncio_loop.create_future()
             self._jobs.put(job)
-            assert job.done is not None
-            with anyio.CancelScope(shield=True):  # the write happens anyway: await it
-                await job.done.wait()
+            try:
+                await job.future
+            except asyncio.CancelledError:
+                # The write happens anyway: wait for its outcome, shielded (a cancel scope
+                # costs more than the plain future, so only when it is needed), then let
+                # the cancellation through.
+                if not job.finished:
+                    job.done = anyio.Event()
+                    with anyio.CancelScope(shield=True):
+                        await job.done.wait()
+                raise
         if job.error is not None:
             raise job.error
         result: T = job.result
@@ -570,7 +587,10 @@ def _deliver(batch: list[_Job]) -> None:
         job.finished = True
         if job.task is not None:
             _trio_reschedule(job.task)
-        elif job.done is not None:
+            continue
+        if job.future is not None and not job.future.done():  # cancelled: done instead
+            job.future.set_result(None)
+        if job.done is not None:
             job.done.set()
 
 
