@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -237,8 +238,33 @@ def run_async(
     """Run ``main`` under trio; turn every failure into a message on stderr and an exit code.
 
     ``on_interrupt()`` may return a hint printed after Ctrl-C (e.g. the offset to resume at).
+    Ctrl-C (SIGINT) cancels ``main`` at its next checkpoint: a ``KeyboardInterrupt`` raised
+    wherever the signal happens to land could be swallowed (in a weakref callback or a
+    ``__del__``, Python only prints it) and leave the command running.
     """
-    return run_reporting(lambda: anyio.run(main, backend="trio"), on_interrupt=on_interrupt)
+
+    async def until_interrupted() -> int | None:
+        code: list[int] = []
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch)
+            code.append(await main())
+            tg.cancel_scope.cancel()
+        return code[0] if code else None  # None: cancelled by SIGINT
+
+    def run() -> int:
+        code = anyio.run(until_interrupted, backend="trio")
+        if code is None:
+            raise KeyboardInterrupt
+        return code
+
+    return run_reporting(run, on_interrupt=on_interrupt)
 
 
 def run_reporting(
