@@ -7,7 +7,7 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -444,3 +444,111 @@ def test_limits_are_validated() -> None:
         HTTP1Limits(max_connections=0)
     with pytest.raises(ValueError, match="keep_alive_timeout"):
         HTTP1Limits(keep_alive_timeout=0)
+
+
+async def test_no_100_continue_once_the_response_has_begun() -> None:
+    """``Expect: 100-continue``: a 1xx after the final response's head would corrupt it.
+
+    An SSE reader's disconnect watcher drains the (odd) body of its GET after the response
+    began; so does an ASGI app that reads the body only after starting its response.
+    """
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started", "more_body": True})
+        await receive()
+        await send({"type": "http.response.body", "body": b""})
+
+    storage = MemoryStorage()
+    await storage.create("a", CreateRequest("text/plain"), now=time.time())
+    sse = (
+        b"GET /v1/stream/a?offset=-1&live=sse HTTP/1.1\r\nHost: t\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        b"upToDate",
+    )
+    asgi = (
+        b"POST /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        b"",
+    )
+    with anyio.fail_after(10):
+        for app, (request, until) in ((DurableStreamsApp(storage), sse), (asgi_app, asgi)):
+            async with (
+                running(app, body_timeout=0.5, shutdown_timeout=0.1) as port,
+                await anyio.connect_tcp("127.0.0.1", port) as s,
+            ):
+                await s.send(request)
+                raw = b""
+                while b"started" not in raw and until not in raw:
+                    raw += await s.receive()
+                # what a late 100 Continue would add (the body never comes: the request
+                # ends at the body timeout)
+                with anyio.move_on_after(0.2), suppress(anyio.EndOfStream):
+                    while True:
+                        raw += await s.receive()
+                assert b"100 Continue" not in raw, raw
+
+
+async def test_a_read_left_waiting_by_the_app_does_not_break_the_next_connection() -> None:
+    """An app that leaves a ``receive()`` waiting past its request (in a task of its own).
+
+    The connection's socket closes under it; its file descriptor, reused by the next
+    connection, must not stay claimed by that waiting read.
+    """
+    leaked: list[str] = []
+
+    async def leak(receive: Any) -> None:
+        with suppress(Exception):
+            leaked.append((await receive())["type"])
+
+    async with anyio.create_task_group() as leak_group:
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            await receive()  # the (empty) body
+            if scope["path"] == "/leak":
+                leak_group.start_soon(leak, receive)
+                await anyio.sleep(0.05)  # the leaked read is waiting now
+            headers = [(b"content-length", b"2"), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        with anyio.fail_after(10):
+            async with running(app) as port:
+                async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                    await s.send(b"GET /leak HTTP/1.1\r\nHost: t\r\n\r\n")
+                    assert (await read_all(s)).endswith(b"ok")
+                for _ in range(3):  # the next connections (the first reuses the fd)
+                    async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                        await s.send(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+                        with anyio.fail_after(2):
+                            assert (await read_all(s)).endswith(b"ok")
+        leak_group.cancel_scope.cancel()
+
+
+async def test_a_response_cut_short_by_a_cancelled_send_closes_the_connection() -> None:
+    """The app's last ``send`` is cancelled mid-write (a slow client, the app's timeout).
+
+    The response is truncated, so the connection cannot carry another one: it is closed,
+    instead of being kept alive for a client that waits for the rest.
+    """
+    body = b"x" * (16 * 1024 * 1024)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        with anyio.move_on_after(0.2):
+            await send({"type": "http.response.body", "body": body})
+
+    with anyio.fail_after(10):
+        async with running(app, shutdown_timeout=0.1) as port:
+            async with await anyio.connect_tcp("127.0.0.1", port) as s:
+                await s.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                await anyio.sleep(0.5)  # not reading: the send blocks, then is cancelled
+                with anyio.fail_after(3):
+                    raw = await read_all(s)  # returns at the close
+            assert raw.startswith(b"HTTP/1.1 200 ")

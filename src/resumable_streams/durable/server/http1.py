@@ -626,7 +626,8 @@ class _Exchange(Exchange):
         conn = self.conn
         if self.continue_pending:
             self.continue_pending = False
-            await conn._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if not self.started:  # never after (or inside) the final response
+                await conn._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
         remaining = self.remaining
         if remaining is not None and len(conn.buf) >= remaining:
             # the whole (rest of the) body is buffered: no timeout scope needed
@@ -733,7 +734,11 @@ class _Exchange(Exchange):
         data = self.pending_head + payload if self.pending_head else payload
         self.pending_head = b""
         if data:
-            await self.conn._send_raw(data)
+            try:
+                await self.conn._send_raw(data)
+            except BaseException:  # cut short (e.g. cancelled): no response can follow it
+                self.keep_alive = False
+                raise
 
     async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A whole response in one ``send`` (see :meth:`Exchange.respond`)."""
@@ -940,11 +945,20 @@ class _EdgePoller:
         self._epoll.register(sock.fileno(), self._flags)
 
     def unregister(self, sock: socket.socket) -> None:
+        """Before ``sock`` closes; a read still waiting on it (an app's) gets :class:`_Closed`.
+
+        (Its file descriptor may be reused at once by the next connection.)
+        """
         fd = sock.fileno()
         if fd >= 0:
             with suppress(OSError, ValueError):  # ValueError: the poller has stopped
                 self._epoll.unregister(fd)
             self._ready.discard(fd)
+            task = self._waiters.pop(fd, None)
+            if task is not None:
+                import outcome  # trio's own dependency
+
+                self._trio.reschedule(task, outcome.Error(_Closed()))
 
     async def wait_readable(self, sock: socket.socket) -> None:
         fd = sock.fileno()
