@@ -964,7 +964,11 @@ class _EdgePoller:
         fd = sock.fileno()
         if fd in self._ready:
             self._ready.discard(fd)
-            await self._trio.checkpoint()
+            try:
+                await self._trio.checkpoint()
+            except BaseException:  # cancelled: keep the edge for the next wait
+                self._ready.add(fd)
+                raise
             return
         waiters = self._waiters
         if fd in waiters:
