@@ -1,7 +1,11 @@
 """Durable Streams servers, side by side: ours (memory, sqlite) against the Node reference.
 
-Every server runs as its own subprocess on a free loopback port, started just before its
-measurements and stopped after them:
+Every server runs as its own subprocess on a free loopback port; all of them are started
+first and stay up for the whole run. Each gets a short unmeasured warm-up; then, round after
+round, every figure group (single, concurrent, JSON, catch-up, long-poll, SSE, fan-out) is
+measured on every server in turn, in an order that rotates, so that the machine's drift
+during a run (a shared host's CPU comes and goes) weighs on every server alike. Each figure
+is the median over the rounds:
 
 * ``ours-memory`` / ``ours-sqlite`` - ``resumable-streams serve --storage memory|sqlite``
   (the built-in HTTP/1.1 server on trio, the default); ``ours-*-asyncio`` the same with
@@ -55,7 +59,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +128,10 @@ QUICK = Workload(
     fan_readers=100,
     fan_appends=20,
 )
+
+# Each server's unmeasured warm-up (the QUICK workload): a cold machine and a cold JIT ran
+# the first measurements ~40% slow.
+WARMUP = ("single", "concurrent", "json")
 
 # name, unit, higher is better
 FIGURES: tuple[tuple[str, str, bool], ...] = (
@@ -618,29 +628,42 @@ class Bench:
         return elapsed
 
 
-async def measure(server: Server, work: Workload) -> dict[str, float]:
+async def _concurrent(bench: Bench, *, json_mode: bool) -> dict[str, float]:
+    prefix = "json" if json_mode else "concurrent"
+    out = {f"{prefix}_appends_per_s": await bench.concurrent(json_mode=json_mode)}
+    if bench.last_cpu_us is not None:
+        out[f"{prefix}_cpu_us"] = bench.last_cpu_us
+    return out
+
+
+async def _delivery(bench: Bench, kind: str) -> dict[str, float]:
+    loop = bench.long_poll_loop if kind == "long_poll" else bench.sse_loop
+    p50, p99 = await bench.delivery(loop)
+    return {f"{kind}_p50_ms": p50, f"{kind}_p99_ms": p99}
+
+
+# Measured one group at a time, every server in turn (see main()).
+GROUPS: dict[str, Callable[[Bench], Coroutine[Any, Any, dict[str, float]]]] = {
+    "single": Bench.single,
+    "concurrent": partial(_concurrent, json_mode=False),
+    "json": partial(_concurrent, json_mode=True),
+    "catchup": lambda bench: _one("catchup_mb_per_s", bench.catch_up()),
+    "long_poll": partial(_delivery, kind="long_poll"),
+    "sse": partial(_delivery, kind="sse"),
+    "fanout": lambda bench: _one("fanout_s", bench.fan_out()),
+}
+
+
+async def _one(figure: str, value: Coroutine[Any, Any, float]) -> dict[str, float]:
+    return {figure: await value}
+
+
+async def measure(server: Server, work: Workload, group: str) -> dict[str, float]:
+    """One figure group against one server; its streams are deleted afterwards."""
     client = Client("127.0.0.1", server.port)
     try:
         bench = Bench(client, work, server.proc.pid)
-        out: dict[str, float] = {}
-        out |= await bench.single()
-        await bench.cleanup()
-        out["concurrent_appends_per_s"] = await bench.concurrent(json_mode=False)
-        if bench.last_cpu_us is not None:
-            out["concurrent_cpu_us"] = bench.last_cpu_us
-        await bench.cleanup()
-        out["json_appends_per_s"] = await bench.concurrent(json_mode=True)
-        if bench.last_cpu_us is not None:
-            out["json_cpu_us"] = bench.last_cpu_us
-        await bench.cleanup()
-        out["catchup_mb_per_s"] = await bench.catch_up()
-        await bench.cleanup()
-        p50, p99 = await bench.delivery(bench.long_poll_loop)
-        out["long_poll_p50_ms"], out["long_poll_p99_ms"] = p50, p99
-        p50, p99 = await bench.delivery(bench.sse_loop)
-        out["sse_p50_ms"], out["sse_p99_ms"] = p50, p99
-        await bench.cleanup()
-        out["fanout_s"] = await bench.fan_out()
+        out = await GROUPS[group](bench)
         await bench.cleanup()
         return out
     finally:
@@ -653,23 +676,21 @@ def first_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def run_server(name: str, work: Workload, client_backend: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix=f"ds-bench-{name}-") as tmp:
-        server = Server(name, Path(tmp))
-        try:
-            server.wait_ready()
-            result: dict[str, Any] = anyio.run(measure, server, work, backend=client_backend)
-            return result
-        except (
-            BenchError,
-            OSError,
-            ExceptionGroup,
-            anyio.EndOfStream,
-            anyio.BrokenResourceError,
-        ) as exc:
-            return {"error": first_error(exc)}
-        finally:
-            server.stop()
+def run_group(server: Server, work: Workload, group: str, client_backend: str) -> dict[str, Any]:
+    """:func:`measure` in its own event loop; a failure becomes ``{"error": ...}``."""
+    if server.proc.poll() is not None:
+        return {"error": f"{server.name} exited with {server.proc.returncode}"}
+    try:
+        result: dict[str, Any] = anyio.run(measure, server, work, group, backend=client_backend)
+        return result
+    except (
+        BenchError,
+        OSError,
+        ExceptionGroup,
+        anyio.EndOfStream,
+        anyio.BrokenResourceError,
+    ) as exc:
+        return {"error": first_error(exc)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -722,6 +743,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--only", default=",".join(SERVERS), help="comma-separated servers")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians")
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="skip the short unmeasured warm-up of every server",
+    )
     parser.add_argument("--client-backend", choices=["trio", "asyncio"], default="asyncio")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -742,26 +769,46 @@ def main() -> None:
         f"{args.client_backend}\n",
         flush=True,
     )
-    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    for round_number in range(1, args.repeat + 1):
+    runs: dict[str, list[dict[str, Any]]] = {n: [{} for _ in range(args.repeat)] for n in names}
+    with ExitStack() as stack:
+        servers = {}
         for name in names:
-            result = run_server(name, work, args.client_backend)
-            runs[name].append(result)
-            summary = result.get("error") or ", ".join(
-                f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)
-            )
-            print(f"round {round_number} {name}: {summary}", flush=True)
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"ds-bench-{name}-"))
+            servers[name] = Server(name, Path(data_dir))
+            stack.callback(servers[name].stop)
+        for server in servers.values():
+            server.wait_ready()
+        if args.warmup:
+            for name, server in servers.items():
+                warm = [run_group(server, QUICK, g, args.client_backend) for g in WARMUP]
+                errors = [w["error"] for w in warm if "error" in w]
+                print(f"warm-up {name}: {errors[0] if errors else 'ok'}", flush=True)
+        for round_index in range(args.repeat):
+            for group_index, group in enumerate(GROUPS):
+                # Every server in turn, in an order that rotates: the machine's drift over
+                # a run (other load, a host's CPU sharing) lands on all of them alike.
+                shift = (round_index + group_index) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    result = run_group(servers[name], work, group, args.client_backend)
+                    if "error" in runs[name][round_index]:
+                        result.pop("error", None)  # keep the round's first error
+                    runs[name][round_index] |= result
+            for name in names:
+                result = runs[name][round_index]
+                summary = result.get("error") or ", ".join(
+                    f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)
+                )
+                print(f"round {round_index + 1} {name}: {summary}", flush=True)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        ok = [r for r in runs[name] if "error" not in r]
         merged: dict[str, Any] = {}
         for figure, _, _ in FIGURES:
-            values = [r[figure] for r in ok if figure in r]
+            values = [r[figure] for r in runs[name] if figure in r]
             if values:
                 merged[figure] = statistics.median(values)
         errors = [r["error"] for r in runs[name] if "error" in r]
         if errors:
-            merged["error"] = f"{len(errors)}/{len(runs[name])} runs failed: {errors[0]}"
+            merged["error"] = f"{len(errors)}/{len(runs[name])} rounds failed: {errors[0]}"
         results[name] = merged
     print()
     print_report(results)
