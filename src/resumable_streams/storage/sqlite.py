@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import queue
 import sqlite3
 import threading
@@ -102,9 +101,12 @@ _CACHE_LIMIT: Final = 100_000
 _SELECT_META: Final = (
     "SELECT meta, (SELECT max(end_pos) FROM records WHERE name = ?1) FROM streams WHERE name = ?1"
 )
-_STABLE_FIELDS: Final = operator.attrgetter(
-    *(f for f in StreamMeta._fields if f not in ("tail", "last_access"))
-)
+# StreamMeta's fields other than last_access and tail (the named tuple's slices are
+# compared: cheaper than building tuples of 15 attributes).
+_LAST_ACCESS: Final = StreamMeta._fields.index("last_access")
+assert StreamMeta._fields.index("tail") == _LAST_ACCESS + 1
+_STABLE_HEAD: Final = slice(0, _LAST_ACCESS)
+_STABLE_REST: Final = slice(_LAST_ACCESS + 2, None)
 
 
 def _stored_meta(text: str, max_end: int | None) -> StreamMeta:
@@ -162,7 +164,8 @@ class _SqliteTxn:
                 old is not None
                 and meta.ttl is None
                 and meta.tail >= old.tail
-                and _STABLE_FIELDS(old) == _STABLE_FIELDS(meta)
+                and old[_STABLE_REST] == meta[_STABLE_REST]
+                and old[_STABLE_HEAD] == meta[_STABLE_HEAD]
             ):
                 # Only the tail (recovered from the records, see _stored_meta) and the
                 # access time (which matters only for a sliding TTL) moved: no write.
