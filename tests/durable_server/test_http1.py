@@ -444,6 +444,8 @@ def test_limits_are_validated() -> None:
         HTTP1Limits(max_connections=0)
     with pytest.raises(ValueError, match="keep_alive_timeout"):
         HTTP1Limits(keep_alive_timeout=0)
+    with pytest.raises(ValueError, match="lingering_timeout"):
+        HTTP1Limits(lingering_timeout=-1)
 
 
 async def test_no_100_continue_once_the_response_has_begun() -> None:
@@ -552,3 +554,93 @@ async def test_a_response_cut_short_by_a_cancelled_send_closes_the_connection() 
                 with anyio.fail_after(3):
                     raw = await read_all(s)  # returns at the close
             assert raw.startswith(b"HTTP/1.1 200 ")
+
+
+def _upload_then_read(port: int, head: bytes, body: bytes) -> tuple[bytes, OSError | None]:
+    """A blocking client: sends ``head`` and all of ``body``, then reads up to the EOF.
+
+    Returns what it read and the error its send or receive got (None: a clean EOF).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        received = b""
+        try:
+            sock.sendall(head)
+            sock.sendall(body)
+            while data := sock.recv(65536):
+                received += data
+        except OSError as exc:  # ECONNRESET / EPIPE: the server reset the connection
+            return received, exc
+        return received, None
+
+
+async def test_a_refused_upload_reads_its_413_then_a_clean_eof() -> None:
+    """A body far over the limit is refused (413) unread; the client still sends all of it.
+
+    The server must not close with the body unread in its socket buffer (the kernel would
+    reset the connection, losing the 413 and failing the client's send): it half-closes
+    after the answer and discards what still comes until the client closes (lingering close).
+    """
+    storage = MemoryStorage()
+    await storage.create("a", CreateRequest("text/plain"), now=time.time())
+    body = b"x" * (16 * 1024 * 1024)  # far more than the socket buffers hold
+    post = b"POST /v1/stream/a HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+    cases = [
+        (post + b"Content-Length: %d\r\n\r\n" % len(body), b"413", b"request body too large"),
+        # a malformed chunk: the rest of the upload is never read either
+        (post + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", b"400", b"malformed chunk size"),
+    ]
+    with anyio.fail_after(20):
+        async with running(DurableStreamsApp(storage, max_body_size=1024)) as port:
+            for head, status, reason in cases * 2:
+                raw, error = await anyio.to_thread.run_sync(_upload_then_read, port, head, body)
+                assert error is None, (error, raw[:200])
+                assert raw.startswith(b"HTTP/1.1 " + status + b" "), raw[:200]
+                assert b"connection: close" in raw
+                assert raw.endswith(reason)
+
+
+async def _refused_then_lingering(port: int) -> anyio.abc.SocketStream:
+    """A connection whose upload was refused (413): answer and EOF read, left open."""
+    s = await anyio.connect_tcp("127.0.0.1", port)
+    await s.send(
+        b"POST /v1/stream/a HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 300_000
+    )
+    raw = b""
+    with suppress(anyio.EndOfStream):  # the server half-closed: EOF while it lingers
+        while True:
+            raw += await s.receive()
+    assert raw.startswith(b"HTTP/1.1 413 ")
+    return s
+
+
+async def _wait_closed(s: anyio.abc.SocketStream) -> None:
+    """Return once the server has closed ``s`` (bytes sent after its close are refused)."""
+    with suppress(anyio.BrokenResourceError, OSError):
+        while True:
+            await s.send(b"x" * 1000)  # discarded while the server lingers
+            await anyio.sleep(0.02)
+
+
+async def test_a_lingering_close_is_bounded_in_time_and_by_a_shutdown() -> None:
+    """A client that never closes: the lingering server closes after ``lingering_timeout``.
+
+    And a graceful shutdown does not wait for a lingering connection: it is not busy.
+    """
+    storage = MemoryStorage()
+    await storage.create("a", CreateRequest("text/plain"), now=time.time())
+    app = DurableStreamsApp(storage, max_body_size=1024)
+    with anyio.fail_after(10):
+        async with running(app, lingering_timeout=0.5) as port:
+            s = await _refused_then_lingering(port)
+            started = time.monotonic()
+            async with s:
+                await _wait_closed(s)
+            assert 0.2 < time.monotonic() - started < 3
+
+        async with running(app, lingering_timeout=60, shutdown_timeout=5) as port:
+            s = await _refused_then_lingering(port)
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < 2  # neither the 60 s nor the 5 s grace period
+        async with s:
+            with anyio.fail_after(2):
+                await _wait_closed(s)

@@ -25,6 +25,11 @@ What it implements, and nothing more:
   ``min(timeouts) / 5`` seconds up to 1 s, closes the ones past it), so a request costs no
   cancel-scope operations.
 * At most ``max_connections`` open connections: one more is answered 503 and closed.
+* Lingering close (as nginx and Apache do): a connection closed while request bytes may
+  still be coming (a body refused unread, a malformed request, a 503) is half-closed after
+  the answer, then what the client still sends is read and discarded until it closes, for at
+  most ``lingering_timeout`` seconds. Closing with unread bytes would make the kernel reset
+  the connection, and the client could lose the answer (the reason of a 413) unread.
 * ``http.disconnect``: once a request's body is consumed, the app's next ``receive()`` waits
   for the client to go away (what an SSE handler watches).
 * ASGI lifespan (startup / shutdown), run for the whole life of :func:`serve_http1`.
@@ -117,6 +122,9 @@ class HTTP1Limits:
     """Limits and timeouts of :func:`serve_http1` (seconds and bytes).
 
     ``max_connections`` caps the open connections: one more is answered ``503`` and closed.
+    ``lingering_timeout`` bounds a lingering close (a connection closed while request bytes
+    may still be coming is half-closed and drained until the client closes, at most this
+    long; ``0`` closes at once). A graceful shutdown does not wait for lingering connections.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class HTTP1Limits:
         keep_alive_timeout: float = 75.0,
         shutdown_timeout: float = 2.0,
         max_connections: int = 10_000,
+        lingering_timeout: float = 2.0,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
@@ -139,6 +148,8 @@ class HTTP1Limits:
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+        if not lingering_timeout >= 0:
+            raise ValueError(f"lingering_timeout must not be negative, got {lingering_timeout}")
         self.max_head_size = max_head_size
         self.max_headers = max_headers
         self.head_timeout = head_timeout
@@ -146,6 +157,7 @@ class HTTP1Limits:
         self.keep_alive_timeout = keep_alive_timeout
         self.shutdown_timeout = shutdown_timeout
         self.max_connections = max_connections
+        self.lingering_timeout = lingering_timeout
 
 
 class _BadRequest(Exception):
@@ -238,6 +250,9 @@ class _Connection:
         self.unyielded = 0
         self.chunk_left = 0  # bytes of the current request-body chunk not yet read
         self.drained = True  # the last recv emptied the socket's receive buffer
+        # Request bytes may be left unread (a refused or malformed request, a response sent
+        # before its request body was read): the close lingers (see _linger).
+        self.unread = False
         # When waiting for a request head: the time.monotonic() after which _Tracker.reap
         # cancels self.timer. A float store per request instead of moving a cancel scope's
         # deadline (which costs a heap operation in the event loop) twice per request.
@@ -459,8 +474,39 @@ class _Connection:
         except Exception:
             logger.exception("HTTP/1.1 connection failed")
         finally:
-            self.tracker.connections.discard(self)
-            await self._close()
+            try:
+                if (self.unread or self.buf) and not self.eof:
+                    await self._linger()
+            finally:
+                self.tracker.connections.discard(self)
+                await self._close()
+
+    async def _linger(self) -> None:
+        """Half-close, then discard what the client still sends until it closes (bounded).
+
+        Closing a socket with unread bytes in its receive buffer makes the kernel send a reset
+        instead of a FIN: the client's ``send`` fails and its ``recv`` may fail before it has
+        read the answer. So, after the answer (already handed to the kernel), the write side
+        is shut down (the client reads the answer, then EOF) and incoming bytes are read and
+        dropped until the client closes or ``lingering_timeout`` seconds have passed - a bound
+        in time only, as nginx's ``lingering_time``: a byte cap would cut the linger short
+        exactly while the client is still sending, i.e. reset it. Not a busy connection: a
+        graceful shutdown cancels it with the idle ones.
+        """
+        timeout = self.limits.lingering_timeout
+        if timeout <= 0:
+            return
+        if self.aio is not None:
+            self.aio.write_eof()
+        elif self.sock is not None:
+            with suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+        # BusyResourceError: a read the app left waiting on this socket (trio) takes its bytes
+        with anyio.move_on_after(timeout), suppress(_Closed, anyio.BusyResourceError):
+            while True:
+                self.buf.clear()
+                await self._fill()
+                await anyio.lowlevel.checkpoint()  # a fast sender: _fill may never wait
 
     async def _close(self) -> None:
         if self.aio is not None:
@@ -474,13 +520,12 @@ class _Connection:
     async def _refuse(self) -> None:
         """Answer 503 on a connection over ``max_connections`` and close it.
 
-        The request (if it comes within a second) is read first, so that closing does not
+        The close lingers (the request is still coming, or unread): closing at once would
         reset the connection before the client has read the answer.
         """
         try:
-            with anyio.move_on_after(1), suppress(_BadRequest, _Closed):
-                await self._read_head()
             await self._reject(503, "too many open connections")
+            await self._linger()
         finally:
             await self._close()
 
@@ -492,11 +537,14 @@ class _Connection:
                     return
                 exchange = self._parse(head)
             except _BadRequest as exc:
+                self.unread = True
                 await self._reject(exc.status, str(exc))
                 return
             self.tracker.busy += 1
             try:
                 if not await self._handle(exchange):
+                    if not exchange.body_done:  # answered before its body was read
+                        self.unread = True
                     return
             finally:
                 self.tracker.done_one()
@@ -657,6 +705,7 @@ class _Exchange(Exchange):
         except _BadRequest as exc:
             failure = exc
         self.gone = self.body_done = True
+        conn.unread = True  # the rest of the malformed or stalled body may still come
         if not self.started:
             self.started = self.finished = True
             await conn._reject(failure.status, str(failure))
@@ -910,6 +959,13 @@ class _AsyncioIO(asyncio.Protocol):
                 self.drained = None
         if self.lost:
             raise _Closed
+
+    def write_eof(self) -> None:
+        """Half-close: a FIN once the buffered bytes are sent (reading goes on)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            with suppress(OSError, RuntimeError):
+                transport.write_eof()
 
     def close(self) -> None:
         if self.transport is not None:
