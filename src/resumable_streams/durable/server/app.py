@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Final
@@ -47,7 +47,15 @@ from ..._protocol.durable.planning import (
 from ..._protocol.sse import encode_comment, encode_event
 from ...storage.base import ReadResult, StreamStorage
 from ...storage.open import StorageKind, open_storage
-from .exchange import BodyTooLarge, ClientGone, Exchange, Handler
+from .exchange import (
+    BodyTooLarge,
+    ClientGone,
+    Exchange,
+    FixedHeaders,
+    Handler,
+    asgi_header_name,
+    merge_headers,
+)
 
 __all__ = [
     "DEFAULT_CACHE_CONTROL",
@@ -103,25 +111,18 @@ _ALLOW_HEADERS: Final = ", ".join(
     ]
 )
 _METHODS: Final = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
-_BASE_HEADERS: Final = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"cross-origin-resource-policy", b"cross-origin"),
-    (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", _EXPOSE.encode()),
+_FIXED: Final = FixedHeaders(
+    {
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Expose-Headers": _EXPOSE,
+    }
 )
+_NO_HEADERS: Final[dict[str, str]] = {}
 _SSE_KEEPALIVE: Final = 15.0
 _ANSWER_READERS_FIRST: Final = 16  # at most this many waiting readers answer before a POST
 _PREFIX_BYTES: Final = _PREFIX.encode()
-_header_names: dict[str, bytes] = {}  # response header name -> lower-cased bytes
-
-
-def _header_name(name: str) -> bytes:
-    raw = _header_names.get(name)
-    if raw is None:
-        raw = name.lower().encode("latin-1")
-        if len(_header_names) < 256:  # names come from this module and the planner
-            _header_names[name] = raw
-    return raw
 
 
 def check_cache_control(value: str) -> str:
@@ -153,7 +154,9 @@ class _AsgiExchange(Exchange):
             scope["method"].upper(),
             raw.split(b"?", 1)[0],
             scope.get("query_string", b""),
-            scope.get("headers", []),
+            merge_headers(
+                [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope.get("headers", ())]
+            ),
             root_path=scope.get("root_path", ""),
             scheme=scope.get("scheme", "http"),
             server=scope.get("server"),
@@ -196,21 +199,33 @@ class _AsgiExchange(Exchange):
                 return b"".join(chunks)
             message = await self._receive()
 
-    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    async def respond(
+        self, status: int, headers: Mapping[str, str], body: bytes, fixed: FixedHeaders
+    ) -> None:
+        raw = self._head(headers, fixed)
         if status != 204 and status != 304:
-            headers.append((b"content-length", b"%d" % len(body)))
+            raw.append((b"content-length", b"%d" % len(body)))
         else:
             body = b""
-        await self.start(status, headers)
+        await self._start(status, raw)
         await self._message(
             {"type": "http.response.body", "body": b"" if self.method == "HEAD" else body}
         )
 
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def start(self, status: int, headers: Mapping[str, str], fixed: FixedHeaders) -> None:
+        await self._start(status, self._head(headers, fixed))
+
+    @staticmethod
+    def _head(headers: Mapping[str, str], fixed: FixedHeaders) -> list[tuple[bytes, bytes]]:
+        raw = list(fixed.pairs)
+        raw += [(asgi_header_name(k), v.encode("latin-1")) for k, v in headers.items()]
+        return raw
+
+    async def _start(self, status: int, raw: list[tuple[bytes, bytes]]) -> None:
         if self.started:
             raise RuntimeError("response already started")
         self.started = True
-        await self._message({"type": "http.response.start", "status": status, "headers": headers})
+        await self._message({"type": "http.response.start", "status": status, "headers": raw})
 
     async def write(self, chunk: bytes) -> None:
         await self._message({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -286,21 +301,14 @@ class DurableStreamsApp:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _base_headers(self) -> list[tuple[bytes, bytes]]:
-        return list(_BASE_HEADERS)
-
     async def _respond(
         self,
         req: Exchange,
         status: int,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] = _NO_HEADERS,
         body: bytes = b"",
     ) -> None:
-        raw = list(_BASE_HEADERS)
-        if headers:
-            for key, value in headers.items():
-                raw.append((_header_name(key), value.encode("latin-1")))
-        await req.respond(status, raw, body)
+        await req.respond(status, headers, body, _FIXED)
 
     async def _error(
         self, req: Exchange, status: int, reason: str, headers: dict[str, str] | None = None
@@ -340,7 +348,12 @@ class DurableStreamsApp:
         if name is None:
             await self._error(req, 404, "not found")
             return
-        if req.method == "OPTIONS":
+        method = req.method
+        if method == "POST":  # the hot path first
+            await self._post(req, name)
+        elif method == "GET":
+            await self._get(req, name)
+        elif method == "OPTIONS":
             await self._respond(
                 req,
                 204,
@@ -350,16 +363,11 @@ class DurableStreamsApp:
                     "Access-Control-Max-Age": "86400",
                 },
             )
-        elif req.method == "PUT":
+        elif method == "PUT":
             await self._put(req, name)
-        elif req.method == "POST":
-            await self._post(req, name)
-        elif req.method in ("GET", "HEAD"):
-            if req.method == "HEAD":
-                await self._head(req, name)
-            else:
-                await self._get(req, name)
-        elif req.method == "DELETE":
+        elif method == "HEAD":
+            await self._head(req, name)
+        elif method == "DELETE":
             await self.storage.delete(name, now=time.time())
             await self._respond(req, 204)
         else:
@@ -396,7 +404,7 @@ class DurableStreamsApp:
             # Not for a crowd of readers: the writer's acknowledgement would wait for all.
             await anyio.lowlevel.checkpoint()
             await anyio.lowlevel.checkpoint()
-        await self._respond(req, plan.status, plan.headers)
+        await req.respond(plan.status, plan.headers, b"", _FIXED)
 
     async def _head(self, req: Exchange, name: str) -> None:
         meta = await self.storage.head(name, now=time.time())
@@ -534,14 +542,10 @@ class DurableStreamsApp:
         first = await self._read(name, start)
         meta = first.meta
         binary = not is_sse_text(media_type(meta.content_type))
-        raw = self._base_headers()
-        raw += [
-            (b"content-type", b"text/event-stream"),
-            (b"cache-control", b"no-cache"),
-        ]
+        out = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         if binary:
-            raw.append((h.SSE_DATA_ENCODING.lower().encode(), b"base64"))
-        await req.start(200, raw)
+            out[h.SSE_DATA_ENCODING] = "base64"
+        await req.start(200, out, _FIXED)
         with unwrap_single():  # a vanished client: ClientGone, not a group of it
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_disconnect, req, tg.cancel_scope)

@@ -11,13 +11,14 @@ against ASGI messages. Two implementations exist:
   plain ASGI apps (its ``receive`` / ``send`` methods).
 
 Both share this base: the request's parts, its merged header dict and its query parameters
-(both parsed on first use).
+(both parsed on first use). Responses carry the app's :class:`FixedHeaders` (the same fields
+on every response, rendered once in both forms) and a ``{name: value}`` dict of the rest.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Final, Protocol, runtime_checkable
 from urllib.parse import parse_qs
@@ -26,8 +27,10 @@ __all__ = [
     "BodyTooLarge",
     "ClientGone",
     "Exchange",
+    "FixedHeaders",
     "Handler",
     "NativeApp",
+    "asgi_header_name",
     "merge_headers",
 ]
 
@@ -43,60 +46,74 @@ class BodyTooLarge(Exception):
     """The request body is larger than the limit given to :meth:`Exchange.read_body`."""
 
 
-_REQUEST_NAMES: Final = {  # common request header names, decoded once
-    raw: raw.decode()
-    for raw in (
-        b"host",
-        b"accept",
-        b"accept-encoding",
-        b"content-length",
-        b"content-type",
-        b"connection",
-        b"user-agent",
-        b"if-none-match",
-        b"producer-id",
-        b"producer-epoch",
-        b"producer-seq",
-        b"stream-seq",
-        b"stream-closed",
-        b"stream-ttl",
-        b"stream-expires-at",
-    )
-}
 _NO_QUERY: Final[dict[str, list[str]]] = {}
 
 
-def merge_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Header fields as ``{lower-case name: value}``; repeated names joined with ``", "``."""
-    merged: dict[str, str] = {}
-    for raw_name, raw_value in raw:
-        name = _REQUEST_NAMES.get(raw_name)
-        if name is None:
-            name = raw_name.decode("latin-1").lower()
-        if name in merged:
-            merged[name] = f"{merged[name]}, {raw_value.decode('latin-1')}"
-        else:
-            merged[name] = raw_value.decode("latin-1")
+def merge_headers(fields: Sequence[Sequence[str]]) -> dict[str, str]:
+    """Header fields ``(name, value)`` as ``{lower-case name: value}``.
+
+    Values lose surrounding spaces and tabs; repeated names are joined with ``", "``.
+    """
+    merged = {name.lower(): value.strip(" \t") for name, value in fields}
+    if len(merged) == len(fields):  # the usual case: no name repeats
+        return merged
+    merged = {}
+    for name, value in fields:
+        key = name.lower()
+        value = value.strip(" \t")
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
     return merged
+
+
+_asgi_names: dict[str, bytes] = {}  # response header name -> lower-cased bytes
+
+
+def asgi_header_name(name: str) -> bytes:
+    """A response header name as ASGI wants it: lower-cased bytes (cached)."""
+    raw = _asgi_names.get(name)
+    if raw is None:
+        raw = name.lower().encode("latin-1")
+        if len(_asgi_names) < 256:  # names come from the app and its planner
+            _asgi_names[name] = raw
+    return raw
+
+
+class FixedHeaders:
+    """Response header fields an app sends unchanged on every response.
+
+    Rendered once, in the two forms an :class:`Exchange` needs: ``pairs`` (lower-cased
+    ``bytes`` names and values, for ASGI) and ``block`` (the ``name: value`` lines of an
+    HTTP/1.1 head, each ending in CRLF).
+    """
+
+    __slots__ = ("block", "pairs")
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        for name, value in fields.items():
+            if any(char in name + value for char in "\r\n\0"):
+                raise ValueError(f"invalid header field {name!r}: {value!r}")
+        self.pairs: tuple[tuple[bytes, bytes], ...] = tuple(
+            (asgi_header_name(name), value.encode("latin-1")) for name, value in fields.items()
+        )
+        self.block: bytes = b"".join(b"%b: %b\r\n" % pair for pair in self.pairs)
 
 
 class Exchange(ABC):
     """One request and its response.
 
     Attributes: ``method`` (upper case), ``raw_path`` (the percent-encoded path, without
-    the query and, under a mount, still with ``root_path``), ``query_string``,
-    ``raw_headers`` (lower-case names), ``root_path``, ``scheme``, ``server`` (host and
-    port, if known) and ``started`` (whether the response has begun).
+    the query and, under a mount, still with ``root_path``), ``query_string``, ``headers``
+    (``{lower-case name: value}``, see :func:`merge_headers`), ``root_path``, ``scheme``,
+    ``server`` (host and port, if known) and ``started`` (whether the response has begun).
 
     The methods raise :class:`ClientGone` once the client has gone.
     """
 
     __slots__ = (
-        "_headers",
         "_query",
+        "headers",
         "method",
         "query_string",
-        "raw_headers",
         "raw_path",
         "root_path",
         "scheme",
@@ -109,7 +126,7 @@ class Exchange(ABC):
         method: str,
         raw_path: bytes,
         query_string: bytes,
-        raw_headers: list[tuple[bytes, bytes]],
+        headers: dict[str, str],
         root_path: str = "",
         scheme: str = "http",
         server: tuple[str, int | None] | None = None,
@@ -117,21 +134,12 @@ class Exchange(ABC):
         self.method = method
         self.raw_path = raw_path
         self.query_string = query_string
-        self.raw_headers = raw_headers
+        self.headers = headers
         self.root_path = root_path
         self.scheme = scheme
         self.server = server
         self.started = False
-        self._headers: dict[str, str] | None = None
         self._query: dict[str, list[str]] | None = None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """The request's header fields (see :func:`merge_headers`)."""
-        headers = self._headers
-        if headers is None:
-            headers = self._headers = merge_headers(self.raw_headers)
-        return headers
 
     def params(self, name: str) -> list[str]:
         """Every value of query parameter ``name`` (``[]`` if absent)."""
@@ -161,15 +169,17 @@ class Exchange(ABC):
         """
 
     @abstractmethod
-    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Send a whole response; ``Content-Length`` is added (not on 204 / 304).
+    async def respond(
+        self, status: int, headers: Mapping[str, str], body: bytes, fixed: FixedHeaders
+    ) -> None:
+        """Send a whole response: ``fixed``, ``headers`` and ``body``.
 
-        ``headers`` (lower-case names) must not hold framing headers; a ``HEAD`` request,
-        204 and 304 get no body.
+        ``Content-Length`` is added (not on 204 / 304). ``headers`` must not hold framing
+        headers nor CR / LF; a ``HEAD`` request, 204 and 304 get no body.
         """
 
     @abstractmethod
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def start(self, status: int, headers: Mapping[str, str], fixed: FixedHeaders) -> None:
         """Begin a streamed response of unknown length (continued by :meth:`write`)."""
 
     @abstractmethod

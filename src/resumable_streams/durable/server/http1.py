@@ -49,13 +49,14 @@ sent to the app. Put a TLS-terminating proxy in front for production traffic.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import re
 import select
 import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import suppress
 from email.utils import formatdate
 from functools import partial
@@ -67,7 +68,15 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
-from .exchange import BodyTooLarge, ClientGone, Exchange, Handler, NativeApp
+from .exchange import (
+    BodyTooLarge,
+    ClientGone,
+    Exchange,
+    FixedHeaders,
+    Handler,
+    NativeApp,
+    merge_headers,
+)
 
 __all__ = ["HTTP1Limits", "serve_http1"]
 
@@ -86,15 +95,19 @@ _TARGET: Final = re.compile(rb"/[\x21-\x7e]*")
 # A header line: a token name, a colon, a value of visible octets, SP and HTAB (no control
 # characters: a bare CR or LF never passes), optional whitespace around the value.
 _FIELDS: Final = re.compile(
-    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n(?!\Z)|\Z))*"
+    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]++:[\t\x20-\x7e\x80-\xff]*+(?:\r\n(?!\Z)|\Z))*+"
 )
+# A whole request head: method, target, minor version and header lines (_head_error names
+# what is wrong with one that does not match).
+_HEAD: Final = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]++) (/[\x21-\x7e]*+) HTTP/1\.([01])(?:\r\n("
+    + _FIELDS.pattern
+    + rb"))?"
+)
+_COLONS: Final = itertools.repeat(":")
 _METHOD_TEXT: Final = {
     method: method.decode() for method in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS")
 }
-_COMMON_METHODS: Final = frozenset(_METHOD_TEXT)
-_REQUEST_FRAMING: Final = frozenset(
-    (b"content-length", b"transfer-encoding", b"connection", b"expect")
-)
 _REASONS: Final = {
     100: "Continue",
     200: "OK",
@@ -246,6 +259,7 @@ class _Connection:
         self.buf = bytearray()
         self.eof = False
         self.timer = anyio.CancelScope()
+        self.reaped = False  # the reaper cancelled self.timer (cheaper to read than the scope)
         self.in_head = False
         self.unyielded = 0
         self.chunk_left = 0  # bytes of the current request-body chunk not yet read
@@ -301,7 +315,7 @@ class _Connection:
             self.buf += data
             return
 
-    async def _read_head(self) -> bytes | None:
+    async def _read_head(self) -> bytearray | None:
         """The next request head (without the blank line), or None on a clean close.
 
         Timeouts: ``self.expires`` is set here and lifted while the app runs; the tracker's
@@ -324,11 +338,11 @@ class _Connection:
                 end = self.buf.find(b"\r\n\r\n")
             self.in_head = False
         self.expires = math.inf
-        if self.timer.cancel_called:  # timed out just as the head arrived: don't start it
+        if self.reaped:  # timed out just as the head arrived: don't start it
             return None
         if end > self.limits.max_head_size:
             raise _BadRequest("request head too large", 431)
-        head = bytes(self.buf[:end])
+        head = self.buf[:end]  # the regex in _parse takes a bytearray as well
         del self.buf[: end + 4]
         return head
 
@@ -382,81 +396,68 @@ class _Connection:
 
     # ------------------------------------------------------------------ one request
 
-    def _parse(self, head: bytes) -> _Exchange:
+    def _parse(self, head: bytes | bytearray) -> _Exchange:
         """The request this head starts (its framing checked; :class:`_BadRequest` if bad)."""
-        line_end = head.find(b"\r\n")
-        if line_end < 0:
-            request_line, fields = head, b""
+        match = _HEAD.fullmatch(head)  # one pass validates the request line and every field
+        if match is None:
+            _head_error(head, self.limits.max_headers)
+        method, target, minor, fields = match.groups()
+        http11 = minor == b"1"
+        if fields:
+            if fields.count(b"\r\n") >= self.limits.max_headers:
+                raise _BadRequest("too many header fields", 431)
+            text = fields.decode("latin-1")
+            lines = text.split("\r\n")
+            headers = {
+                name.lower(): value.strip(" \t")
+                for name, _, value in map(str.partition, lines, _COLONS)
+            }
+            if len(headers) < len(lines):  # a name repeats: join the values
+                headers = merge_headers([line.split(":", 1) for line in lines])
         else:
-            request_line, fields = head[:line_end], head[line_end + 2 :]
-        parts = request_line.split(b" ")
-        if len(parts) != 3:
-            raise _BadRequest("malformed request line")
-        method, target, version = parts
-        if version == b"HTTP/1.1":
-            http11 = True
-        elif version == b"HTTP/1.0":
-            http11 = False
-        else:
-            raise _BadRequest("unsupported HTTP version")
-        if method not in _COMMON_METHODS and not _TOKEN.fullmatch(method):
-            raise _BadRequest("malformed method")
-        if not _TARGET.fullmatch(target):
-            raise _BadRequest("malformed request target")
-        # One regex pass validates every header line; _field_error only names the fault.
-        lines = fields.split(b"\r\n") if fields else []
-        if len(lines) > self.limits.max_headers:
-            raise _BadRequest("too many header fields", 431)
-        if not _FIELDS.fullmatch(fields):
-            _field_error(lines)
-        headers: list[tuple[bytes, bytes]] = []
+            text = ""
+            headers = {}
         length: int | None = 0
-        lengths: set[bytes] = set()  # Content-Length values (repeats must agree)
-        chunked = False
-        connection = b""
-        expect = False
-        for line in lines:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            value = value.strip(b" \t")
-            headers.append((name, value))
-            if name not in _REQUEST_FRAMING:
-                continue
-            if name == b"content-length":
-                if b"," in value:
-                    lengths.update(v.strip() for v in value.split(b","))
-                else:
-                    lengths.add(value)
-            elif name == b"transfer-encoding":
-                if value.lower() != b"chunked" or chunked:
-                    raise _BadRequest("unsupported Transfer-Encoding")
-                chunked = True
-            elif name == b"connection":
-                connection += b"," + value.lower()
-            elif name == b"expect":
-                if value.lower() != b"100-continue":
-                    raise _BadRequest("unsupported Expect value", 417)
-                expect = True
-        if chunked:
-            if lengths:
+        content_length = headers.get("content-length")  # repeats: joined with ", "
+        if headers.get("transfer-encoding") is not None:
+            if headers["transfer-encoding"].lower() != "chunked":  # a repeat fails too
+                raise _BadRequest("unsupported Transfer-Encoding")
+            if content_length is not None:
                 raise _BadRequest("both Content-Length and Transfer-Encoding")
             length = None
-        elif lengths:
-            if len(lengths) != 1:
-                raise _BadRequest("conflicting Content-Length values")
-            (text,) = lengths
-            if not text.isdigit() or len(text) > 18:
+        elif content_length is not None:
+            if "," in content_length:  # repeated (or a list): every value must agree
+                lengths = {value.strip(" \t") for value in content_length.split(",")}
+                if len(lengths) != 1:
+                    raise _BadRequest("conflicting Content-Length values")
+                (content_length,) = lengths
+            if not (content_length.isascii() and content_length.isdigit()) or (
+                len(content_length) > 18
+            ):
                 raise _BadRequest("malformed Content-Length")
-            length = int(text)
-        if connection:
-            tokens = {t.strip() for t in connection.split(b",")}
-            keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)
+            length = int(content_length)
+        expect = headers.get("expect")
+        if expect is not None and expect.lower() != "100-continue":
+            raise _BadRequest("unsupported Expect value", 417)
+        connection = headers.get("connection")
+        if connection is not None:
+            tokens = {token.strip(" \t") for token in connection.lower().split(",")}
+            keep_alive = ("close" not in tokens) if http11 else ("keep-alive" in tokens)
         else:
             keep_alive = http11
         raw_path, _, query = target.partition(b"?")
         text_method = _METHOD_TEXT.get(method) or method.decode("ascii")  # a token: ASCII
         return _Exchange(
-            self, text_method, raw_path, query, headers, length, keep_alive, expect, http11
+            self,
+            text_method,
+            raw_path,
+            query,
+            headers,
+            text,
+            length,
+            keep_alive,
+            expect is not None,
+            http11,
         )
 
     async def run(self) -> None:
@@ -600,7 +601,15 @@ class _Connection:
             assert self.aio is not None
             await self.aio.send(data)
             return
-        view = memoryview(data)
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            raise _Closed from None
+        if sent == len(data):  # the usual case: all of it at once
+            return
+        view = memoryview(data)[sent:]
         while view:
             try:
                 view = view[sock.send(view) :]
@@ -625,6 +634,7 @@ class _Exchange(Exchange):
         "close_delimited",
         "conn",
         "continue_pending",
+        "fields",
         "finished",
         "gone",
         "http11",
@@ -641,13 +651,15 @@ class _Exchange(Exchange):
         method: str,
         raw_path: bytes,
         query: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: dict[str, str],
+        fields: str,
         length: int | None,
         keep_alive: bool,
         expect: bool,
         http11: bool,
     ) -> None:
         super().__init__(method, raw_path, query, headers, "", "http", conn.server)
+        self.fields = fields  # the header lines as received (for ASGI)
         self.conn = conn
         self.remaining = length  # body bytes left (None: chunked, not finished)
         self.body_done = length == 0
@@ -678,12 +690,7 @@ class _Exchange(Exchange):
                 await conn._send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
         remaining = self.remaining
         if remaining is not None and len(conn.buf) >= remaining:
-            # the whole (rest of the) body is buffered: no timeout scope needed
-            data = bytes(conn.buf[:remaining])
-            del conn.buf[:remaining]
-            self.remaining = 0
-            self.body_done = True
-            return data
+            return self._take_buffered(remaining)  # no timeout scope needed
         try:
             with anyio.move_on_after(conn.limits.body_timeout):
                 if remaining is not None:  # Content-Length
@@ -711,10 +718,28 @@ class _Exchange(Exchange):
             await conn._reject(failure.status, str(failure))
         raise _Closed
 
+    def _take_buffered(self, remaining: int) -> bytes:
+        """The rest of a ``Content-Length`` body, all of it already in the buffer."""
+        buf = self.conn.buf
+        if len(buf) == remaining:  # the usual case: nothing pipelined behind it
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:remaining])
+            del buf[:remaining]
+        self.remaining = 0
+        self.body_done = True
+        return data
+
     async def read_body(self, limit: int) -> bytes:
         """The whole body (see :meth:`Exchange.read_body`)."""
-        if self.remaining is not None and self.remaining > limit:
-            raise BodyTooLarge
+        remaining = self.remaining
+        if remaining is not None:
+            if remaining > limit:
+                raise BodyTooLarge
+            if not self.continue_pending and len(self.conn.buf) >= remaining:
+                self.request_ended = True
+                return self._take_buffered(remaining)  # the usual case: no waiting
         self.request_ended = True
         chunks: list[bytes] = []
         size = 0
@@ -742,29 +767,27 @@ class _Exchange(Exchange):
 
     # ------------------------------------------------------------------ response
 
-    def _begin(self, status: int, fields: list[bytes], has_length: bool) -> None:
-        """Set the response head: status line, date, ``fields`` and the framing headers."""
+    def _begin(self, status: int, fields: bytes, has_length: bool) -> None:
+        """Set the response head: status line, date, header lines ``fields``, framing."""
         if self.started:
             raise RuntimeError("the response has already started")
         self.started = True
         self.no_body = no_body = self.method == "HEAD" or status in (204, 304) or status < 200
-        tail = []
+        tail = b"\r\n"
         if not no_body and not has_length:
             if self.http11:
                 self.chunked_out = True
-                tail.append(b"transfer-encoding: chunked\r\n")
+                tail = b"transfer-encoding: chunked\r\n" + tail
             else:
                 self.close_delimited = True
                 self.keep_alive = False
         if not self.body_done:
             self.keep_alive = False  # unread request body: don't guess where it ends
         if not self.keep_alive:
-            tail.append(b"connection: close\r\n")
+            tail = b"connection: close\r\n" + tail
         elif not self.http11:
-            tail.append(b"connection: keep-alive\r\n")
-        self.pending_head = b"".join(
-            (_status_line(status), _date_header(), *fields, *tail, b"\r\n")
-        )
+            tail = b"connection: keep-alive\r\n" + tail
+        self.pending_head = b"".join((_status_line(status), _date_header(), fields, tail))
 
     async def _write(self, body: bytes, more: bool) -> None:
         """Send a piece of the response body, with the head if it is still pending."""
@@ -789,17 +812,20 @@ class _Exchange(Exchange):
                 self.keep_alive = False
                 raise
 
-    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    async def respond(
+        self, status: int, headers: Mapping[str, str], body: bytes, fixed: FixedHeaders
+    ) -> None:
         """A whole response in one ``send`` (see :meth:`Exchange.respond`)."""
-        fields = [b"%b: %b\r\n" % field for field in headers]
+        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
         if status != 204 and status != 304:
-            fields.append(b"content-length: %d\r\n" % len(body))
-        self._begin(status, fields, True)
+            lines.append(f"content-length: {len(body)}\r\n")
+        self._begin(status, fixed.block + "".join(lines).encode("latin-1"), True)
         await self._write(body, False)
 
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def start(self, status: int, headers: Mapping[str, str], fixed: FixedHeaders) -> None:
         """Begin a streamed (chunked) response; the head leaves with the first piece."""
-        self._begin(status, [b"%b: %b\r\n" % field for field in headers], False)
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        self._begin(status, fixed.block + lines.encode("latin-1"), False)
 
     async def write(self, chunk: bytes) -> None:
         """Send a piece of a streamed response."""
@@ -827,7 +853,12 @@ class _Exchange(Exchange):
             "raw_path": self.raw_path,
             "query_string": self.query_string,
             "root_path": "",
-            "headers": self.raw_headers,
+            "headers": [
+                (name.lower().encode("latin-1"), value.strip(" \t").encode("latin-1"))
+                for name, _, value in map(str.partition, self.fields.split("\r\n"), _COLONS)
+            ]
+            if self.fields
+            else [],
             "client": conn.client,
             "server": conn.server,
             "state": dict(conn.state),
@@ -868,7 +899,7 @@ class _Exchange(Exchange):
                             self.keep_alive = False
                         continue
                 fields += (name, b": ", value, b"\r\n")
-            self._begin(int(message["status"]), fields, has_length)
+            self._begin(int(message["status"]), b"".join(fields), has_length)
             return
         if kind != "http.response.body":
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
@@ -1085,6 +1116,7 @@ class _Tracker:
             now = time.monotonic()
             for conn in self.connections:
                 if conn.expires <= now:
+                    conn.reaped = True
                     conn.timer.cancel()
 
     def done_one(self) -> None:
@@ -1109,8 +1141,22 @@ class _suppress_closed:
         )
 
 
-def _field_error(lines: list[bytes]) -> NoReturn:
-    """Raise the 400 that names what is wrong with header lines that failed ``_FIELDS``."""
+def _head_error(head: bytes | bytearray, max_headers: int) -> NoReturn:
+    """Raise the 400 (or 431) that names what is wrong with a head that failed ``_HEAD``."""
+    request_line, _, fields = head.partition(b"\r\n")
+    parts = request_line.split(b" ")
+    if len(parts) != 3:
+        raise _BadRequest("malformed request line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise _BadRequest("unsupported HTTP version")
+    if not _TOKEN.fullmatch(method):
+        raise _BadRequest("malformed method")
+    if not _TARGET.fullmatch(target):
+        raise _BadRequest("malformed request target")
+    lines = fields.split(b"\r\n")
+    if len(lines) > max_headers:
+        raise _BadRequest("too many header fields", 431)
     for line in lines:
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN.fullmatch(name):
