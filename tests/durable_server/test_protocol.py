@@ -15,7 +15,7 @@ from resumable_streams._protocol.durable.jsonmode import (
     split_framed,
     split_json_body,
 )
-from resumable_streams._protocol.durable.model import ProducerState, StreamMeta
+from resumable_streams._protocol.durable.model import ProducerState, StreamMeta, evolve_meta
 from resumable_streams._protocol.durable.offsets import (
     ZERO,
     InvalidOffsetError,
@@ -400,3 +400,20 @@ def test_create_idempotency_compares_config() -> None:
     ]:
         with pytest.raises(Rejected):
             plan_create(meta, different, name="s", now=1, new_id="j")
+
+
+def test_evolve_meta_is_replace_of_the_append_fields() -> None:
+    meta = StreamMeta(
+        "a", "id", "text/plain", 1.0, 2.0, Offset(0, 5), 60, None, None, False, None, "s1",
+        "src", None, 3, 2, False,
+    )  # fmt: skip
+    evolved = evolve_meta(
+        meta, last_access=9.0, tail=Offset(0, 7), closed=True, closed_by=("p", 1, 2), last_seq="s2"
+    )
+    assert type(evolved) is StreamMeta
+    assert evolved == meta._replace(
+        last_access=9.0, tail=Offset(0, 7), closed=True, closed_by=("p", 1, 2), last_seq="s2"
+    )
+    advanced = Offset(0, 5).advance(2)
+    assert type(advanced) is Offset
+    assert advanced == Offset(0, 7)

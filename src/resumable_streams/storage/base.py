@@ -204,7 +204,12 @@ def _expire(txn: SyncTxn, meta: StreamMeta) -> None:
 def txn_live_meta(txn: SyncTxn, name: str, now: float) -> StreamMeta | None:
     """The stream's metadata, treating (and cleaning up) an expired stream as absent."""
     meta = txn.get_meta(name)
-    if meta is not None and not meta.soft_deleted and is_expired(meta, now):
+    if (
+        meta is not None
+        and (meta.ttl is not None or meta.expires_at_ts is not None)  # most never expire
+        and not meta.soft_deleted
+        and is_expired(meta, now)
+    ):
         _expire(txn, meta)
         return None
     return meta

@@ -7,6 +7,8 @@ from typing import Any, Final, NamedTuple
 
 from .offsets import Offset, parse_offset
 
+_new_tuple: Final = tuple.__new__
+
 __all__ = [
     "ProducerState",
     "Record",
@@ -82,26 +84,31 @@ def evolve_meta(
 ) -> StreamMeta:
     """``meta`` after an append or close (``_replace`` without its generic machinery).
 
-    The append hot path builds one new :class:`StreamMeta` per request.
+    The append hot path builds one new :class:`StreamMeta` per request: ``tuple.__new__``
+    skips the named tuple's generated ``__new__`` (a Python frame with 17 arguments), half
+    the cost.
     """
-    return StreamMeta(
-        meta.name,
-        meta.stream_id,
-        meta.content_type,
-        meta.created_at,
-        last_access,
-        tail,
-        meta.ttl,
-        meta.expires_at,
-        meta.expires_at_ts,
-        closed,
-        closed_by,
-        last_seq,
-        meta.forked_from,
-        meta.fork_offset,
-        meta.fork_sub_offset,
-        meta.fork_count,
-        meta.soft_deleted,
+    return _new_tuple(
+        StreamMeta,
+        (
+            meta.name,
+            meta.stream_id,
+            meta.content_type,
+            meta.created_at,
+            last_access,
+            tail,
+            meta.ttl,
+            meta.expires_at,
+            meta.expires_at_ts,
+            closed,
+            closed_by,
+            last_seq,
+            meta.forked_from,
+            meta.fork_offset,
+            meta.fork_sub_offset,
+            meta.fork_count,
+            meta.soft_deleted,
+        ),
     )
 
 

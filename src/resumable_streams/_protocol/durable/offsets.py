@@ -51,9 +51,10 @@ class Offset(NamedTuple):
         position = self.position + nbytes
         if position > MAX_POSITION:
             raise InvalidOffsetError(f"offset position out of range: {position}")
-        return Offset(self.segment, position)
+        return _new_tuple(Offset, (self.segment, position))  # skips the generated __new__
 
 
+_new_tuple: Final = tuple.__new__
 ZERO: Final = Offset(0, 0)
 
 #: What a read asks for: a concrete offset, or the ``now`` sentinel (the tail).

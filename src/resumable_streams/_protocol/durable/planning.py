@@ -316,10 +316,11 @@ def parse_append_request(headers: Mapping[str, str], body: bytes) -> AppendReque
         if content_type is None or not content_type.strip():
             raise BadRequest("an append with a body needs a Content-Type")
         media_type(content_type)
+    seq = headers.get(_STREAM_SEQ)
+    if seq is not None:
+        seq = parse_stream_seq(seq)
     # positional: a named tuple's keyword call costs twice as much (once per request)
-    return AppendRequest(
-        content_type, body, close, parse_stream_seq(headers.get(_STREAM_SEQ)), producer
-    )
+    return AppendRequest(content_type, body, close, seq, producer)
 
 
 class AppendPlan(NamedTuple):

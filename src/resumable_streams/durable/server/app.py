@@ -120,6 +120,8 @@ _FIXED: Final = FixedHeaders(
     }
 )
 _NO_HEADERS: Final[dict[str, str]] = {}
+_UNKNOWN: Final = "\0"  # not a stream name: names never hold NUL
+_NAMES_CACHED: Final = 4096
 _SSE_KEEPALIVE: Final = 15.0
 _ANSWER_READERS_FIRST: Final = 16  # at most this many waiting readers answer before a POST
 _PREFIX_BYTES: Final = _PREFIX.encode()
@@ -270,6 +272,7 @@ class DurableStreamsApp:
         self.max_body_size = max_body_size
         self.max_read_bytes = max_read_bytes
         self.cache_control = check_cache_control(cache_control)
+        self._names: dict[bytes, str | None] = {}  # raw path -> stream name (see _stream_name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope (``http`` only)."""
@@ -327,9 +330,15 @@ class DurableStreamsApp:
             root_bytes = root.encode()
             if raw.startswith(root_bytes):
                 raw = raw[len(root_bytes) :]
-        if not raw.startswith(_PREFIX_BYTES):
-            return None
-        return parse_stream_path(raw[len(_PREFIX_BYTES) :])
+        name = self._names.get(raw, _UNKNOWN)
+        if name is _UNKNOWN:  # a path not seen lately: parse it (BadRequest if malformed)
+            name = None
+            if raw.startswith(_PREFIX_BYTES):
+                name = parse_stream_path(raw[len(_PREFIX_BYTES) :])
+            if len(self._names) >= _NAMES_CACHED:
+                self._names.clear()
+            self._names[raw] = name
+        return name
 
     def _resolve_source(self, req: Exchange) -> Callable[[str], str]:
         root = req.root_path
