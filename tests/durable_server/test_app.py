@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from resumable_streams._protocol.sse import SSEDecoder
 from resumable_streams.durable.server import DurableStreamsApp, create_app
+from resumable_streams.durable.server import app as app_module
 from resumable_streams.durable.server.app import DEFAULT_CACHE_CONTROL
 from resumable_streams.storage import MemoryStorage, StreamStorage
 
@@ -240,6 +241,37 @@ async def test_sse_base64_and_reconnect_interval() -> None:
             assert events[0].event == "data"
             assert events[0].data == "AAECAwQFBgc="
             assert json.loads(events[1].data)["upToDate"] is True
+
+
+async def test_sse_keepalives_when_idle_and_live_data_then_the_reconnect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app_module, "_SSE_KEEPALIVE", 0.1)
+    storage = MemoryStorage()
+    with anyio.fail_after(10):
+        async with _client(storage, sse_reconnect_interval=0.75) as client:
+            h = {"Content-Type": "text/plain"}
+            await client.put("k", content=b"first", headers=h)
+
+            async def append_later() -> None:
+                await anyio.sleep(0.35)  # after a few idle keepalives
+                r = await client.post("k", content=b"second", headers=h)
+                assert r.status_code == 204
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(append_later)
+                started = anyio.current_time()
+                r = await client.get("k", params={"offset": "-1", "live": "sse"})
+                elapsed = anyio.current_time() - started
+            raw = r.content
+            events = SSEDecoder().receive_data(raw)
+            assert [e.event for e in events] == ["data", "control", "data", "control"]
+            assert [events[0].data, events[2].data] == ["first", "second"]
+            before, _, after = raw.partition(b"second")
+            assert before.count(b":\n\n") >= 2  # idle: a comment every keepalive period
+            assert after.count(b":\n\n") >= 2
+            assert 0.7 <= elapsed < 3  # the response ended at the reconnect interval
+    assert storage.notifier.waiting("k") == 0  # the reader's subscription is gone
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -64,6 +64,9 @@ def encode_event(
         if retry < 0:
             raise ValueError(f"SSE retry must be >= 0, got {retry}")
         parts.append(f"retry: {retry}\n")
+    if "\n" not in data and "\r" not in data:  # one line (a fan-out writes these per reader)
+        parts.append(f"data:{data}\n\n" if compact and data[:1] != " " else f"data: {data}\n\n")
+        return "".join(parts).encode()
     if "\r" in data:
         data = data.replace("\r\n", "\n").replace("\r", "\n")
     parts.extend(

@@ -35,6 +35,7 @@ __all__ = [
     "ReadResult",
     "StreamStorage",
     "SyncTxn",
+    "Waker",
     "txn_append",
     "txn_create",
     "txn_delete",
@@ -54,6 +55,23 @@ class Notifier:
 
     def __init__(self) -> None:
         self._events: dict[str, anyio.Event] = {}
+        self._wakers: dict[str, set[Waker]] = {}
+
+    def subscribe(self, name: str, waker: Waker) -> None:
+        """Wake ``waker`` on every change to stream ``name`` until :meth:`unsubscribe`.
+
+        For a reader that waits again and again (an SSE response): one registration for its
+        whole life instead of an event per wait.
+        """
+        self._wakers.setdefault(name, set()).add(waker)
+
+    def unsubscribe(self, name: str, waker: Waker) -> None:
+        """Undo :meth:`subscribe`."""
+        wakers = self._wakers.get(name)
+        if wakers is not None:
+            wakers.discard(waker)
+            if not wakers:
+                del self._wakers[name]
 
     def event(self, name: str) -> anyio.Event:
         """The event that the next change to stream ``name`` will set."""
@@ -65,19 +83,57 @@ class Notifier:
     def waiting(self, name: str) -> int:
         """How many readers wait on stream ``name`` right now."""
         event = self._events.get(name)
-        return 0 if event is None else event.statistics().tasks_waiting
+        waiting = 0 if event is None else event.statistics().tasks_waiting
+        return waiting + len(self._wakers.get(name, ()))
 
     def notify(self, name: str) -> None:
         """Wake every reader waiting on stream ``name``."""
         event = self._events.pop(name, None)
         if event is not None:
             event.set()
+        wakers = self._wakers.get(name)
+        if wakers:
+            for waker in wakers:
+                waker.wake()
 
     def notify_all(self) -> None:
         """Wake every waiting reader of every stream (e.g. after wakeups may have been lost)."""
         events, self._events = self._events, {}
         for event in events.values():
             event.set()
+        for wakers in self._wakers.values():
+            for waker in wakers:
+                waker.wake()
+
+
+class Waker:
+    """A reader's standing wake-up (see :meth:`Notifier.subscribe`).
+
+    :meth:`wake` marks it woken and releases a pending :meth:`wait`; a wait after a wake
+    returns at once. The reader clears :attr:`pending` just before it reads, so a change
+    made visible after that read always wakes the next wait (no lost wake-ups).
+    """
+
+    __slots__ = ("_event", "pending")
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+        self.pending = False
+
+    def wake(self) -> None:
+        """Mark woken; release the waiting reader, if any."""
+        self.pending = True
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
+
+    async def wait(self) -> None:
+        """Return once woken since :attr:`pending` was last cleared."""
+        if not self.pending:
+            event = self._event = anyio.Event()
+            await event.wait()
+        self.pending = False
 
 
 @dataclass(frozen=True, slots=True)
