@@ -15,6 +15,7 @@ import anyio.abc
 import pytest
 
 from resumable_streams._protocol.durable.planning import CreateRequest
+from resumable_streams.durable.server import http1
 from resumable_streams.durable.server.app import DurableStreamsApp
 from resumable_streams.durable.server.http1 import HTTP1Limits, serve_http1
 from resumable_streams.storage import MemoryStorage
@@ -64,6 +65,16 @@ class EchoApp:
         headers = [(b"content-length", str(len(out)).encode()), (b"x-test", b"1")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": out})
+
+
+@pytest.fixture(autouse=True, params=["direct", "polled"])
+def trio_wait_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """On trio, run every test with connections waiting on trio's own wait_readable and
+    with all of them in the server's edge-triggered epoll (both paths serve in production:
+    a lone connection waits directly, a crowd shares the epoll)."""
+    mode: str = request.param
+    monkeypatch.setattr(http1, "_DIRECT_WAITS", 10**9 if mode == "direct" else 0)
+    return mode
 
 
 @asynccontextmanager

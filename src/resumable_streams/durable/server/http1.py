@@ -243,11 +243,16 @@ class _Connection:
         self.stream = stream
         self.aio = aio
         self.sock: socket.socket | None = None
+        self.wait_readable = tracker.wait_readable
+        # In the tracker's edge-triggered epoll (else waits use trio's own wait_readable).
+        self.polled = False
         remote: Any = None
         if stream is not None:
             self.sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            if tracker.poller is not None:
+            if tracker.poller is not None and len(tracker.connections) >= _DIRECT_WAITS:
                 tracker.poller.register(self.sock)
+                self.wait_readable = tracker.poller.wait_readable
+                self.polled = True
             with suppress(anyio.TypedAttributeLookupError):
                 remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
         elif aio is not None and aio.transport is not None:
@@ -271,7 +276,6 @@ class _Connection:
         # cancels self.timer. A float store per request instead of moving a cancel scope's
         # deadline (which costs a heap operation in the event loop) twice per request.
         self.expires = math.inf
-        self.wait_readable = tracker.wait_readable
 
     # ------------------------------------------------------------------ reading
 
@@ -513,7 +517,7 @@ class _Connection:
         if self.aio is not None:
             self.aio.close()
         elif self.stream is not None:
-            if self.tracker.poller is not None and self.sock is not None:
+            if self.polled and self.tracker.poller is not None and self.sock is not None:
                 self.tracker.poller.unregister(self.sock)
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
@@ -909,6 +913,11 @@ class _Exchange(Exchange):
 
 
 _READ_HIGH_WATER: Final = 256 * 1024
+# trio: a connection opened while fewer than this many are open waits with trio's own
+# wait_readable (one task wake-up per request); the others share the edge-triggered epoll
+# (:class:`_EdgePoller`: no epoll_ctl per wait, but its task's wake-up comes first). A lone
+# client saves a task hop and a system call per request; a crowd saves an epoll_ctl each.
+_DIRECT_WAITS: Final = 2
 _RECV_SIZE: Final = 65536
 
 
@@ -1105,7 +1114,6 @@ class _Tracker:
             self.wait_writable = trio.lowlevel.wait_writable
             if hasattr(select, "epoll"):
                 self.poller = _EdgePoller()
-                self.wait_readable = self.poller.wait_readable
         # The reaper's period: a timeout fires at most this late.
         self.period = min(1.0, max(0.01, min(limits.head_timeout, limits.keep_alive_timeout) / 5))
 
