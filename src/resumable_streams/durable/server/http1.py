@@ -35,12 +35,12 @@ What it implements, and nothing more:
 * ASGI lifespan (startup / shutdown), run for the whole life of :func:`serve_http1`.
 
 I/O: on trio, the connection's raw non-blocking socket is read and written directly,
-waiting only when a read would block - on Linux through one edge-triggered epoll for all
-connections (:class:`_EdgePoller`: no ``epoll_ctl`` per wait), elsewhere with
-``trio.lowlevel.wait_readable``; on asyncio,
-each connection is an ``asyncio.Protocol`` (:class:`_AsyncioIO`) on the loop's own server
-over the bound sockets: reading stays on and a write is ``transport.write``. Both drive the
-same parser and ASGI bridge (:class:`_Connection`).
+waiting only when a read would block - on Linux, once two connections are open, through
+one edge-triggered epoll for all later ones (:class:`_EdgePoller`: no ``epoll_ctl`` per
+wait), else with ``trio.lowlevel.wait_readable`` (a lone client skips the poller's task
+hop); on asyncio, each connection is an ``asyncio.Protocol`` (:class:`_AsyncioIO`) on the
+loop's own server over the bound sockets: reading stays on and a write is
+``transport.write``. Both drive the same parser and ASGI bridge (:class:`_Connection`).
 
 Not implemented: HTTP/2, TLS, WebSocket upgrades (answered 400/426 by the app), trailers
 sent to the app. Put a TLS-terminating proxy in front for production traffic.
